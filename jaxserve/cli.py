@@ -1,0 +1,92 @@
+"""`jaxserve` command line: `serve` runs the OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from jaxserve.errors import ModelLoadError
+
+log = logging.getLogger("jaxserve")
+
+
+def _add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model", help="GGUF file or Hugging Face checkpoint directory (default: embedded SmolLM2)"
+    )
+    p.add_argument(
+        "--served-model-name", nargs="+", help="model id(s) clients send (default: from the model)"
+    )
+    p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+    p.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, else bf16"
+    )
+    p.add_argument(
+        "--max-model-len",
+        type=int,
+        help="context window in tokens (default: the model's, at most 2048 on CPU)",
+    )
+    p.add_argument("--max-num-seqs", type=int, default=8, help="sequences decoded together (KV cache slots)")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("JAXSERVE_API_KEY"),
+        help="require this bearer token on /v1 routes",
+    )
+    p.add_argument(
+        "--no-warmup", action="store_true", help="compile step shapes on first use instead of at start"
+    )
+    p.add_argument(
+        "--compilation-cache-dir",
+        default=os.environ.get(
+            "JAXSERVE_COMPILATION_CACHE", str(Path.home() / ".cache" / "jaxserve" / "xla")
+        ),
+        help="JAX persistent compilation cache ('' disables)",
+    )
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jaxserve", description="LLM inference server on JAX")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve_args(sub.add_parser("serve", help="serve the OpenAI-compatible chat-completions API"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "serve":
+        try:
+            return serve(args)
+        except ModelLoadError as exc:
+            log.error("%s", exc)
+            return 2
+    return 1
+
+
+def serve(args: argparse.Namespace) -> int:
+    from jaxserve.server import ServerOptions, run_server
+
+    options = ServerOptions(
+        model=args.model,
+        served_model_names=tuple(args.served_model_name or ()),
+        host=args.host,
+        port=args.port,
+        dtype=args.dtype,
+        max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs,
+        api_key=args.api_key or None,
+        warmup=not args.no_warmup,
+        compilation_cache_dir=args.compilation_cache_dir or None,
+    )
+    started = time.perf_counter()
+    return run_server(options, started)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

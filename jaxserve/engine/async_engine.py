@@ -1,0 +1,131 @@
+"""The asyncio face of the engine: `generate()` per request, the engine loop on its own thread."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import secrets
+import threading
+from collections.abc import AsyncIterator
+
+from jaxserve.engine.core import EngineCore
+from jaxserve.engine.detokenizer import IncrementalDetokenizer
+from jaxserve.engine.outputs import RequestOutput
+from jaxserve.engine.runner import ModelRunner
+from jaxserve.engine.sequence import Sequence
+from jaxserve.errors import EngineFault, InvalidRequest
+from jaxserve.modeling.tokenizer import Tokenizer
+from jaxserve.sampling.params import SamplingParams
+
+log = logging.getLogger(__name__)
+
+# How long the idle engine thread sleeps between checks that it should stop.
+_IDLE_POLL_SECONDS = 0.5
+
+
+def seed_to_uint32(seed: int) -> int:
+    """Fold a request seed (any 64-bit integer) into the 32 bits a PRNG key is made from."""
+    seed &= (1 << 64) - 1
+    return (seed ^ (seed >> 32)) & 0xFFFFFFFF
+
+
+class AsyncEngine:
+    """Implements jaxserve.engine.protocol.EngineClient."""
+
+    def __init__(self, runner: ModelRunner, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.runner = runner
+        self.max_model_len = runner.buckets.max_model_len
+        self.core = EngineCore(runner, tokenizer.eos_token_ids)
+        self._arrivals = itertools.count()
+        self._stop = threading.Event()
+        self._dead = False
+        self._thread = threading.Thread(target=self._loop, name="jaxserve-engine", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def is_healthy(self) -> bool:
+        return not self._dead and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.core.drain_inbox(block=not self.core.has_work(), timeout=_IDLE_POLL_SECONDS)
+                if self.core.has_work():
+                    self.core.step()
+        except BaseException:
+            self._dead = True
+            log.exception("engine loop died")
+            raise
+
+    def validate_prompt(self, prompt_token_ids: list[int], params: SamplingParams) -> int:
+        """Check the prompt fits the context window; return the resolved max_tokens."""
+        n = len(prompt_token_ids)
+        if n == 0:
+            raise InvalidRequest("the prompt is empty", param="messages")
+        if n >= self.max_model_len:
+            raise InvalidRequest(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, your request "
+                f"has {n} input tokens. Please reduce the length of the input messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        room = self.max_model_len - n
+        if params.max_tokens is None:
+            return room
+        if params.max_tokens > room:
+            raise InvalidRequest(
+                f"'max_tokens' or 'max_completion_tokens' is too large: {params.max_tokens}. This model's "
+                f"maximum context length is {self.max_model_len} tokens and your request has {n} input "
+                f"tokens ({params.max_tokens} > {self.max_model_len} - {n}).",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return params.max_tokens
+
+    async def generate(
+        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+    ) -> AsyncIterator[RequestOutput]:
+        """Queue the request and yield its outputs; closing early aborts it and frees its slot."""
+        max_tokens = self.validate_prompt(prompt_token_ids, params)
+        if not self.is_healthy():
+            raise EngineFault("the engine is not running", code="engine_dead")
+        loop = asyncio.get_running_loop()
+        outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
+        # Internal ids are unique even when clients reuse a request_id.
+        internal_id = f"{request_id}-{next(self._arrivals)}"
+
+        def emit(output: RequestOutput) -> None:
+            loop.call_soon_threadsafe(outputs.put_nowait, output)
+
+        seq = Sequence(
+            request_id=internal_id,
+            prompt_ids=list(prompt_token_ids),
+            params=params,
+            seed=seed_to_uint32(params.seed) if params.seed is not None else secrets.randbits(32),
+            max_tokens=max_tokens,
+            detokenizer=IncrementalDetokenizer(
+                self.tokenizer, skip_special_tokens=params.skip_special_tokens
+            ),
+            emit=emit,
+            arrival=next(self._arrivals),
+        )
+        finished = False
+        self.core.add(seq)
+        try:
+            while not finished:
+                output = await outputs.get()
+                if output.error is not None:
+                    finished = True
+                    raise EngineFault(output.error)
+                finished = output.finished
+                yield output
+        finally:
+            if not finished:
+                self.core.abort(internal_id)

@@ -1,0 +1,58 @@
+"""Typed errors raised deep in the stack and mapped to HTTP responses in one place (jaxserve.http)."""
+
+from __future__ import annotations
+
+
+class JaxserveError(Exception):
+    """Base class: carries what the OpenAI error object needs."""
+
+    status: int = 500
+    error_type: str = "internal_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+class InvalidRequest(JaxserveError):
+    """The request is malformed or asks for something out of range (HTTP 400)."""
+
+    status = 400
+    error_type = "invalid_request_error"
+
+
+class UnsupportedField(InvalidRequest):
+    """The request sets a field this server cannot honour yet (HTTP 400 naming the field)."""
+
+    def __init__(self, param: str, reason: str = "is not supported by this server yet") -> None:
+        super().__init__(f"'{param}' {reason}", param=param, code="unsupported_field")
+
+
+class ModelNotFound(JaxserveError):
+    """The request names a model this server does not serve (HTTP 404)."""
+
+    status = 404
+    error_type = "invalid_request_error"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist.", param="model", code="model_not_found")
+
+
+class Unauthorized(JaxserveError):
+    """Missing or wrong API key (HTTP 401)."""
+
+    status = 401
+    error_type = "authentication_error"
+
+
+class EngineFault(JaxserveError):
+    """The engine failed while running this request (HTTP 500); the server keeps serving others."""
+
+    status = 500
+    error_type = "internal_error"
+
+
+class ModelLoadError(JaxserveError):
+    """A model path or file could not be turned into a servable model (start-up error, not HTTP)."""

@@ -1,0 +1,143 @@
+"""Where each decoder parameter comes from in a Hugging Face or GGUF checkpoint, and how it is reshaped.
+
+One row per parameter; `{i}` stands for the layer index. Transforms:
+  "copy"       used as stored
+  "transpose"  torch Linear layout [out, in] -> our [in, out] kernels
+  "unrope_q" / "unrope_k"  llama.cpp's converter interleaves the two rotary halves of each head of the
+               Llama-architecture Q and K projections (its RoPE pairs adjacent dimensions); undo that so
+               the rotate-half RoPE serves both sources, then transpose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from jaxserve.modeling.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    param: str  # flattened NNX path, e.g. "layers.{i}.attn.q_proj"
+    hf_name: str
+    gguf_name: str
+    hf_transform: str = "copy"
+    gguf_transform: str = "copy"
+
+
+WEIGHT_MAP: tuple[WeightSource, ...] = (
+    WeightSource("embedding", "model.embed_tokens.weight", "token_embd.weight"),
+    WeightSource(
+        "layers.{i}.input_norm.weight", "model.layers.{i}.input_layernorm.weight", "blk.{i}.attn_norm.weight"
+    ),
+    WeightSource(
+        "layers.{i}.attn.q_proj",
+        "model.layers.{i}.self_attn.q_proj.weight",
+        "blk.{i}.attn_q.weight",
+        "transpose",
+        "unrope_q",
+    ),
+    WeightSource(
+        "layers.{i}.attn.k_proj",
+        "model.layers.{i}.self_attn.k_proj.weight",
+        "blk.{i}.attn_k.weight",
+        "transpose",
+        "unrope_k",
+    ),
+    WeightSource(
+        "layers.{i}.attn.v_proj",
+        "model.layers.{i}.self_attn.v_proj.weight",
+        "blk.{i}.attn_v.weight",
+        "transpose",
+        "transpose",
+    ),
+    WeightSource(
+        "layers.{i}.attn.o_proj",
+        "model.layers.{i}.self_attn.o_proj.weight",
+        "blk.{i}.attn_output.weight",
+        "transpose",
+        "transpose",
+    ),
+    WeightSource("layers.{i}.attn.q_bias", "model.layers.{i}.self_attn.q_proj.bias", "blk.{i}.attn_q.bias"),
+    WeightSource("layers.{i}.attn.k_bias", "model.layers.{i}.self_attn.k_proj.bias", "blk.{i}.attn_k.bias"),
+    WeightSource("layers.{i}.attn.v_bias", "model.layers.{i}.self_attn.v_proj.bias", "blk.{i}.attn_v.bias"),
+    WeightSource(
+        "layers.{i}.attn.q_norm.weight",
+        "model.layers.{i}.self_attn.q_norm.weight",
+        "blk.{i}.attn_q_norm.weight",
+    ),
+    WeightSource(
+        "layers.{i}.attn.k_norm.weight",
+        "model.layers.{i}.self_attn.k_norm.weight",
+        "blk.{i}.attn_k_norm.weight",
+    ),
+    WeightSource(
+        "layers.{i}.post_attention_norm.weight",
+        "model.layers.{i}.post_attention_layernorm.weight",
+        "blk.{i}.ffn_norm.weight",
+    ),
+    WeightSource(
+        "layers.{i}.mlp.gate_proj",
+        "model.layers.{i}.mlp.gate_proj.weight",
+        "blk.{i}.ffn_gate.weight",
+        "transpose",
+        "transpose",
+    ),
+    WeightSource(
+        "layers.{i}.mlp.up_proj",
+        "model.layers.{i}.mlp.up_proj.weight",
+        "blk.{i}.ffn_up.weight",
+        "transpose",
+        "transpose",
+    ),
+    WeightSource(
+        "layers.{i}.mlp.down_proj",
+        "model.layers.{i}.mlp.down_proj.weight",
+        "blk.{i}.ffn_down.weight",
+        "transpose",
+        "transpose",
+    ),
+    WeightSource("final_norm.weight", "model.norm.weight", "output_norm.weight"),
+    WeightSource("lm_head", "lm_head.weight", "output.weight", "transpose", "transpose"),
+)
+
+
+def _pattern_key(param_path: str) -> tuple[str, int | None]:
+    """'layers.3.attn.q_proj' -> ('layers.{i}.attn.q_proj', 3)."""
+    parts = param_path.split(".")
+    if len(parts) > 1 and parts[0] == "layers" and parts[1].isdigit():
+        return "layers.{i}." + ".".join(parts[2:]), int(parts[1])
+    return param_path, None
+
+
+_BY_PARAM = {row.param: row for row in WEIGHT_MAP}
+
+
+def source_for(param_path: str) -> tuple[WeightSource, int | None]:
+    """The map row for one flattened parameter path, and its layer index if it has one."""
+    pattern, layer = _pattern_key(param_path)
+    if pattern not in _BY_PARAM:
+        raise KeyError(f"no checkpoint mapping for parameter '{param_path}'")
+    return _BY_PARAM[pattern], layer
+
+
+def apply_transform(array: np.ndarray, transform: str, cfg: ModelConfig) -> np.ndarray:
+    """Reshape a stored tensor into our parameter layout."""
+    if transform == "copy":
+        return array
+    if transform == "transpose":
+        return array.T
+    if transform in ("unrope_q", "unrope_k"):
+        if cfg.architecture not in ("llama", "mistral"):  # llama.cpp permutes only Llama-architecture Q/K
+            return array.T
+        heads = cfg.num_heads if transform == "unrope_q" else cfg.num_kv_heads
+        return unpermute_rope_rows(array, heads).T
+    raise ValueError(f"unknown weight transform '{transform}'")
+
+
+def unpermute_rope_rows(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Inverse of llama.cpp's per-head row interleave of a [heads * H, in] projection."""
+    rows = weight.shape[0]
+    head_dim = rows // heads
+    return weight.reshape(heads, head_dim // 2, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)

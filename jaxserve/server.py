@@ -1,0 +1,119 @@
+"""Assemble and run the server: load the model and tokenizer, start the engine, serve HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+from aiohttp import web
+
+from jaxserve.engine.async_engine import AsyncEngine
+from jaxserve.engine.buckets import BucketConfig
+from jaxserve.engine.runner import ModelRunner
+from jaxserve.errors import ModelLoadError
+from jaxserve.http.app import build_app
+from jaxserve.modeling.default_model import DEFAULT_SERVED_NAME, default_model_path
+from jaxserve.modeling.loader import load_model
+from jaxserve.modeling.tokenizer import Tokenizer
+
+log = logging.getLogger("jaxserve")
+
+CPU_DEFAULT_MAX_MODEL_LEN = 2048
+"""On CPU the whole-window KV cache and the per-bucket compile time both grow with the context, and
+CPU serving is for small models and short chats; --max-model-len raises it."""
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    model: str | None = None
+    served_model_names: tuple[str, ...] = ()
+    host: str = "127.0.0.1"
+    port: int = 8000
+    dtype: str | None = None
+    max_model_len: int | None = None
+    max_num_seqs: int = 8
+    api_key: str | None = None
+    warmup: bool = True
+    compilation_cache_dir: str | None = None
+
+
+def _enable_compilation_cache(directory: str) -> None:
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
+    """Load everything and return the started engine with the names it is served under."""
+    if options.compilation_cache_dir:
+        _enable_compilation_cache(options.compilation_cache_dir)
+    model_path = Path(options.model) if options.model else default_model_path()
+    log.info("loading model from %s", model_path)
+    tokenizer = Tokenizer.from_path(model_path)
+    model = load_model(model_path, options.dtype)
+    context = model.config.max_position_embeddings
+    if options.max_model_len is not None:
+        if options.max_model_len > context:
+            raise ModelLoadError(
+                f"--max-model-len {options.max_model_len} exceeds the model's context {context}"
+            )
+        max_model_len = options.max_model_len
+    elif jax.default_backend() == "cpu":
+        max_model_len = min(context, CPU_DEFAULT_MAX_MODEL_LEN)
+    else:
+        max_model_len = context
+    if options.max_num_seqs < 1:
+        raise ModelLoadError("--max-num-seqs must be at least 1")
+    runner = ModelRunner(model, BucketConfig(max_num_seqs=options.max_num_seqs, max_model_len=max_model_len))
+    if options.warmup:
+        runner.warm_up()
+    engine = AsyncEngine(runner, tokenizer)
+    engine.start()
+    if options.served_model_names:
+        names = list(options.served_model_names)
+    elif options.model:
+        names = [model_path.stem if model_path.is_file() else model_path.name]
+    else:
+        names = [DEFAULT_SERVED_NAME]
+    return engine, names
+
+
+def run_server(options: ServerOptions, started: float) -> int:
+    engine, names = build_engine(options)
+    app = build_app(engine, served_model_names=names, api_key=options.api_key)
+    log.info(
+        "serving %s on http://%s:%d (max_model_len=%d, max_num_seqs=%d, %d step shapes compiled in %.1fs); "
+        "ready %.1fs after start",
+        names[0],
+        options.host,
+        options.port,
+        engine.max_model_len,
+        options.max_num_seqs,
+        engine.runner.compile_count,
+        engine.runner.compile_seconds,
+        time.perf_counter() - started,
+    )
+    return asyncio.run(_serve(app, options.host, options.port, engine))
+
+
+async def _serve(app: web.Application, host: str, port: int, engine: AsyncEngine) -> int:
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"jaxserve ready on http://{host}:{port}", flush=True)
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+    engine.shutdown()
+    return 0
