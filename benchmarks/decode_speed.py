@@ -1,0 +1,56 @@
+"""Decode speed of the model runner: tokens/s per batch size, plus load and compile times.
+
+    python benchmarks/decode_speed.py [--model PATH] [--batch 1 8] [--steps 64] [--context 128]
+
+Runs the same jitted step the server runs (prefill chunk, then decode steps over cache slots), with
+greedy sampling. Results are printed, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from jaxserve.engine.buckets import BucketConfig
+from jaxserve.engine.runner import ModelRunner, RowInput
+from jaxserve.modeling.default_model import default_model_path
+from jaxserve.modeling.loader import load_model
+from jaxserve.sampling.params import SamplingParams
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--dtype", default=None)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--steps", type=int, default=64)
+    parser.add_argument("--context", type=int, default=128, help="prompt tokens already in each slot's cache")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    model = load_model(args.model or default_model_path(), args.dtype)
+    print(f"model loaded in {time.perf_counter() - started:.1f}s ({model.config.architecture}, {model.dtype.__name__})")
+    max_batch = max(args.batch)
+    runner = ModelRunner(model, BucketConfig(max_num_seqs=max_batch, max_model_len=2048))
+    greedy = SamplingParams(temperature=0.0)
+    prompt = [(17 * i + 3) % model.config.vocab_size for i in range(args.context)]
+    for slot in range(max_batch):
+        runner.prefill_chunk(slot, RowInput(prompt, 0, greedy, 0, 0))
+    print(f"{'batch':>5} {'compile s':>9} {'step ms':>8} {'tok/s':>8}")
+    for batch in args.batch:
+        tokens = [1] * batch
+        compiles_before = runner.compile_seconds
+        position = args.context
+        runner.decode([RowInput([t], position, greedy, 0, 0) for t in tokens])  # compile + first run
+        compile_s = runner.compile_seconds - compiles_before
+        start = time.perf_counter()
+        for step in range(args.steps):
+            position = args.context + 1 + step
+            out = runner.decode([RowInput([t], position, greedy, 0, step) for t in tokens])
+            tokens = [t if t is not None else 0 for t in out]
+        elapsed = time.perf_counter() - start
+        print(f"{batch:>5} {compile_s:>9.1f} {elapsed / args.steps * 1000:>8.1f} {batch * args.steps / elapsed:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()

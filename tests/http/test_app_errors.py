@@ -1,0 +1,154 @@
+"""Error objects from the real application, for requests that fail before any engine call.
+
+The app is built with an engine argument these paths never touch (a bare object: if a handler reached for
+the engine, the test would see a 500), so no stand-in for the model is involved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, cast
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from jaxserve.engine.protocol import EngineClient
+from jaxserve.http.app import build_app
+
+NOT_AN_ENGINE = cast(EngineClient, object())
+CHAT = "/v1/chat/completions"
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def call(
+    method: str, path: str, *, api_key: str | None = None, **kwargs: Any
+) -> tuple[int, dict[str, str], dict[str, Any] | None]:
+    """Send one request to a freshly built app; return status, headers and the JSON body (if any)."""
+
+    async def run() -> tuple[int, dict[str, str], dict[str, Any] | None]:
+        app = build_app(NOT_AN_ENGINE, served_model_names=["smol", "smol-alias"], api_key=api_key)
+        async with TestClient(TestServer(app)) as client:
+            response = await client.request(method, path, **kwargs)
+            raw = await response.read()
+            return response.status, dict(response.headers), json.loads(raw) if raw else None
+
+    return asyncio.run(run())
+
+
+def assert_error_object(body: dict[str, Any] | None, *, error_type: str, param: str | None = None) -> str:
+    assert body is not None and set(body) == {"error"}
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == error_type
+    assert error["param"] == param
+    assert isinstance(error["message"], str) and error["message"]
+    return str(error["message"])
+
+
+def test_malformed_json_is_a_400() -> None:
+    status, _, body = call("POST", CHAT, data=b'{"messages": [', headers={"Content-Type": "application/json"})
+    assert status == 400
+    assert "not valid JSON" in assert_error_object(body, error_type="invalid_request_error")
+
+
+def test_invalid_utf8_is_a_400() -> None:
+    status, _, body = call("POST", CHAT, data=b'{"model": "\xff"}')
+    assert status == 400
+    assert_error_object(body, error_type="invalid_request_error")
+
+
+@pytest.mark.parametrize(
+    ("payload", "kind"), [([], "an array"), ("hi", "a string"), (3, "a number"), (None, "null")]
+)
+def test_a_body_that_is_not_an_object_is_a_400(payload: Any, kind: str) -> None:
+    status, _, body = call("POST", CHAT, data=json.dumps(payload).encode())
+    assert status == 400
+    assert kind in assert_error_object(body, error_type="invalid_request_error")
+
+
+def test_schema_errors_are_400_with_the_dotted_param() -> None:
+    status, _, body = call("POST", CHAT, json={"messages": [{"role": "user", "content": [{"type": "text"}]}]})
+    assert status == 400
+    assert_error_object(body, error_type="invalid_request_error", param="messages.0.content.0.text")
+
+
+def test_unknown_model_is_a_404() -> None:
+    status, _, body = call("POST", CHAT, json={"model": "gpt-4", "messages": MESSAGES})
+    assert status == 404
+    assert "gpt-4" in assert_error_object(body, error_type="invalid_request_error", param="model")
+    assert body is not None and body["error"]["code"] == "model_not_found"
+
+
+def test_unsupported_field_is_a_400_naming_it() -> None:
+    status, _, body = call("POST", CHAT, json={"model": "smol-alias", "messages": MESSAGES, "logprobs": True})
+    assert status == 400
+    message = assert_error_object(body, error_type="invalid_request_error", param="logprobs")
+    assert message == "'logprobs' is not supported by this server yet"
+
+
+def test_non_text_content_is_a_400_naming_the_input_type() -> None:
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+    status, _, body = call(
+        "POST", CHAT, json={"messages": [{"role": "user", "content": ["what is this?", image]}]}
+    )
+    assert status == 400
+    message = assert_error_object(body, error_type="invalid_request_error", param="messages.0.content.1")
+    assert message == "this model does not accept image_url input"
+
+
+def test_continue_final_message_with_generation_prompt_is_a_400() -> None:
+    status, _, body = call("POST", CHAT, json={"messages": MESSAGES, "continue_final_message": True})
+    assert status == 400
+    assert_error_object(body, error_type="invalid_request_error", param="continue_final_message")
+
+
+def test_unknown_route_is_a_404() -> None:
+    status, _, body = call("POST", "/v1/completions-of-the-future", json={})
+    assert status == 404
+    assert "Invalid URL" in assert_error_object(body, error_type="invalid_request_error")
+
+
+def test_wrong_method_is_a_405_with_allow() -> None:
+    status, headers, body = call("GET", CHAT)
+    assert status == 405
+    assert headers["Allow"] == "POST"
+    assert_error_object(body, error_type="invalid_request_error")
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", "secret", "Bearer secret2", "bearer secret"])
+@pytest.mark.parametrize(("method", "path"), [("POST", CHAT), ("GET", "/v1/models"), ("GET", "/v1/nope")])
+def test_v1_needs_the_api_key(authorization: str | None, method: str, path: str) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    status, response_headers, body = call(method, path, api_key="secret", headers=headers, json={})
+    assert status == 401
+    assert response_headers["WWW-Authenticate"] == "Bearer"
+    assert_error_object(body, error_type="authentication_error")
+
+
+def test_the_right_api_key_gets_through_to_the_handler() -> None:
+    status, _, body = call(
+        "POST",
+        CHAT,
+        api_key="secret",
+        headers={"Authorization": "Bearer secret"},
+        json={"model": "x", "messages": []},
+    )
+    assert status == 404
+    assert_error_object(body, error_type="invalid_request_error", param="model")
+
+
+def test_paths_outside_v1_need_no_key() -> None:
+    status, _, body = call("GET", "/metrics-someday", api_key="secret")
+    assert status == 404
+    assert_error_object(body, error_type="invalid_request_error")
+
+
+def test_an_empty_api_key_is_refused_at_build_time() -> None:
+    with pytest.raises(ValueError):
+        build_app(NOT_AN_ENGINE, served_model_names=["smol"], api_key="")
+
+
+def test_at_least_one_served_name_is_required() -> None:
+    with pytest.raises(ValueError):
+        build_app(NOT_AN_ENGINE, served_model_names=[])

@@ -1,0 +1,166 @@
+"""The field-support table covers the spec, and unsupported fields are refused by name."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+import pytest
+
+from jaxserve.errors import UnsupportedField
+from jaxserve.http.field_support import FIELD_SUPPORT, Support, check_field_support
+from jaxserve.http.protocol import ChatCompletionRequest
+from tests.http.spec_properties import SPEC_FILE, SPEC_PROPERTIES, read_request_properties
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+# A value for every not-yet-supported field that asks for something (so must be refused).
+ACTIVE_VALUES: dict[str, Any] = {
+    "frequency_penalty": 0.5,
+    "logit_bias": {"42": 5.0},
+    "logprobs": True,
+    "top_logprobs": 3,
+    "presence_penalty": -0.5,
+    "response_format": {"type": "json_object"},
+    "stream_options": {"include_usage": True},
+    "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
+    "tool_choice": "auto",
+    "reasoning_effort": "low",
+    "include_reasoning": False,
+    "parallel_tool_calls": False,
+    "use_beam_search": True,
+    "top_k": 40,
+    "min_p": 0.1,
+    "repetition_penalty": 1.2,
+    "length_penalty": 0.8,
+    "min_tokens": 4,
+    "spaces_between_special_tokens": False,
+    "truncate_prompt_tokens": 128,
+    "prompt_logprobs": 1,
+    "allowed_token_ids": [1, 2, 3],
+    "bad_words": ["bad"],
+    "echo": True,
+    "mm_processor_kwargs": {"fps": 2},
+    "structured_outputs": {"regex": "[a-z]+"},
+    "priority": 1,
+    "logits_processors": ["my.module.Processor"],
+    "return_tokens_as_token_ids": True,
+    "return_token_ids": True,
+    "cache_salt": "salt",
+    "kv_transfer_params": {"do_remote_prefill": True},
+    "vllm_xargs": {"k": 1},
+}
+
+NOT_YET = [name for name, policy in FIELD_SUPPORT.items() if policy.support is Support.NOT_YET]
+
+
+def request(**fields: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate({"messages": MESSAGES, **fields})
+
+
+def test_copied_property_list_matches_the_spec_file() -> None:
+    if not SPEC_FILE.is_file():
+        pytest.skip(f"spec not found at {SPEC_FILE}")
+    assert read_request_properties(SPEC_FILE.read_text(encoding="utf-8")) == list(SPEC_PROPERTIES)
+
+
+def test_every_spec_property_is_in_the_support_table() -> None:
+    missing = [name for name in SPEC_PROPERTIES if name not in FIELD_SUPPORT]
+    unknown = [name for name in FIELD_SUPPORT if name not in SPEC_PROPERTIES]
+    assert not missing, f"spec properties with no support decision: {missing}"
+    assert not unknown, f"table entries that are not spec properties: {unknown}"
+    assert all(policy.support in (Support.SUPPORTED, Support.NOT_YET) for policy in FIELD_SUPPORT.values())
+    assert list(FIELD_SUPPORT) == list(SPEC_PROPERTIES), "keep the table in the spec's order"
+
+
+def test_request_model_has_exactly_the_spec_properties() -> None:
+    assert list(ChatCompletionRequest.model_fields) == list(SPEC_PROPERTIES)
+
+
+def test_every_not_yet_field_has_an_active_test_value() -> None:
+    assert sorted(ACTIVE_VALUES) == sorted(NOT_YET)
+
+
+@pytest.mark.parametrize("name", NOT_YET)
+def test_setting_an_unsupported_field_is_refused_by_name(name: str) -> None:
+    with pytest.raises(UnsupportedField) as caught:
+        check_field_support(request(**{name: ACTIVE_VALUES[name]}))
+    assert caught.value.param == name
+    assert caught.value.status == 400
+    assert caught.value.message == f"'{name}' is not supported by this server yet"
+
+
+def test_a_request_with_only_messages_is_accepted() -> None:
+    check_field_support(request())
+
+
+@pytest.mark.parametrize("name", [n for n in SPEC_PROPERTIES if n != "messages"])
+def test_the_spec_default_is_accepted_when_sent_explicitly(name: str) -> None:
+    default = ChatCompletionRequest.model_fields[name].get_default(call_default_factory=True)
+    check_field_support(request(**{name: default}))
+
+
+NULLABLE = [n for n, f in ChatCompletionRequest.model_fields.items() if type(None) in get_args(f.annotation)]
+
+
+def test_nullability_follows_the_spec() -> None:
+    # The spec's non-nullable properties that have a default. bad_words and request_id are non-nullable
+    # too but have no default, so (like every optional property without one) null means "absent".
+    not_nullable = {n for n in SPEC_PROPERTIES if n not in NULLABLE}
+    assert not_nullable == {
+        "messages", "include_reasoning", "use_beam_search", "length_penalty", "include_stop_str_in_output",
+        "ignore_eos", "min_tokens", "skip_special_tokens", "spaces_between_special_tokens", "echo",
+        "add_generation_prompt", "continue_final_message", "add_special_tokens", "priority",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NULLABLE)
+def test_null_is_accepted_for_nullable_fields(name: str) -> None:
+    check_field_support(request(**{name: None}))
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("frequency_penalty", 0),
+        ("logit_bias", {}),
+        ("tools", []),
+        ("tool_choice", "none"),
+        ("top_k", -1),
+        ("top_k", 0),
+        ("min_p", 0.0),
+        ("repetition_penalty", 1.0),
+        ("response_format", {"type": "text"}),
+        ("bad_words", []),
+        ("logits_processors", []),
+        ("return_token_ids", False),
+    ],
+)
+def test_values_that_ask_for_nothing_are_accepted(name: str, value: Any) -> None:
+    check_field_support(request(**{name: value}))
+
+
+def test_n_other_than_one_is_refused() -> None:
+    check_field_support(request(n=1))
+    with pytest.raises(UnsupportedField) as caught:
+        check_field_support(request(n=2))
+    assert caught.value.param == "n"
+    assert "other than 1" in caught.value.message
+
+
+def test_streaming_is_refused_for_now() -> None:
+    check_field_support(request(stream=False))
+    with pytest.raises(UnsupportedField) as caught:
+        check_field_support(request(stream=True))
+    assert caught.value.param == "stream"
+
+
+def test_first_unsupported_field_in_spec_order_is_named() -> None:
+    with pytest.raises(UnsupportedField) as caught:
+        check_field_support(request(vllm_xargs={"a": 1}, logprobs=True))
+    assert caught.value.param == "logprobs"
+
+
+def test_unknown_top_level_fields_are_ignored() -> None:
+    parsed = request(some_other_servers_option=3)
+    check_field_support(parsed)
+    assert not hasattr(parsed, "some_other_servers_option")
