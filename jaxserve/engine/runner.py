@@ -139,7 +139,7 @@ class ModelRunner:
             np.asarray([n - 1], np.int32),
             sampling,
         )
-        return int(next_tokens[0])
+        return int(np.asarray(next_tokens)[0])
 
     def decode(self, rows: list[RowInput | None]) -> list[int | None]:
         """One token for every non-None row; row i is cache slot i."""

@@ -1,0 +1,70 @@
+"""Shared helpers for comparing the JAX model with transformers goldens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxserve.engine.buckets import BucketConfig
+from jaxserve.engine.runner import ModelRunner, RowInput
+from jaxserve.modeling.kv_cache import SlotKVCache
+from jaxserve.modeling.loader import LoadedModel
+from jaxserve.sampling.params import SamplingParams
+
+GOLDENS = Path(__file__).parent.parent / "goldens"
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def load_golden(name: str) -> dict[str, Any]:
+    return json.loads((GOLDENS / name).read_text())
+
+
+def all_position_logits(model: LoadedModel, token_ids: list[int]) -> np.ndarray:
+    """Logits [T, V] for every position of one sequence, through the same decoder the server runs."""
+    n = len(token_ids)
+
+    @jax.jit
+    def forward(state: nnx.State, tokens: jax.Array) -> jax.Array:
+        decoder = nnx.merge(model.graphdef, state)
+        cache = SlotKVCache.allocate(model.config, 1, n, model.dtype)
+        positions = jnp.arange(n, dtype=jnp.int32)[None]
+        hidden, _ = decoder(tokens, positions, cache, jnp.int32(0), n)
+        return decoder.logits(hidden)[0]
+
+    return np.asarray(forward(model.state, jnp.asarray([token_ids], jnp.int32)))
+
+
+def greedy_continuation(runner: ModelRunner, prompt: list[int], steps: int) -> list[int]:
+    """Raw argmax continuation (no EOS stop) through the serving path: prefill chunks, then decode."""
+    done = 0
+    token = None
+    while done < len(prompt):
+        chunk = min(len(prompt) - done, runner.buckets.chunk_for(len(prompt) - done))
+        token = runner.prefill_chunk(0, RowInput(prompt[done : done + chunk], done, GREEDY, 0, 0))
+        done += chunk
+    assert token is not None
+    out = [token]
+    while len(out) < steps:
+        token = runner.decode([RowInput([out[-1]], len(prompt) + len(out) - 1, GREEDY, 0, len(out))])[0]
+        assert token is not None
+        out.append(token)
+    return out
+
+
+def small_runner(model: LoadedModel, max_model_len: int, chunk: int) -> ModelRunner:
+    """A one-slot runner with one prefill chunk size, so a parity test compiles only a few shapes."""
+    return ModelRunner(
+        model,
+        BucketConfig(
+            max_num_seqs=1,
+            max_model_len=max_model_len,
+            prefill_chunk_sizes=(chunk,),
+            min_kv_len=max_model_len,
+        ),
+    )
