@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,38 @@ def small_runner(model: LoadedModel, max_model_len: int, chunk: int) -> ModelRun
             min_kv_len=max_model_len,
         ),
     )
+
+
+def last_position_logits(model: LoadedModel, token_ids: list[int], pad_to: int) -> np.ndarray:
+    """Logits [V] after the last token, with the sequence padded to a fixed length (one compile for all)."""
+    n = len(token_ids)
+    assert n <= pad_to
+    tokens = np.zeros((1, pad_to), np.int32)
+    tokens[0, :n] = token_ids
+    positions = np.full((1, pad_to), pad_to, np.int32)  # padding lands past the cache end: dropped
+    positions[0, :n] = np.arange(n)
+    return np.asarray(_padded_forward(model.graphdef, model.state, tokens, positions, n - 1, model.dtype))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 5))
+def _padded_forward(
+    graphdef: nnx.GraphDef,
+    state: nnx.State,
+    tokens: jax.Array,
+    positions: jax.Array,
+    last: jax.Array,
+    dtype: Any,
+) -> jax.Array:
+    decoder = nnx.merge(graphdef, state)
+    pad_to = tokens.shape[1]
+    cache = SlotKVCache.allocate(decoder.cfg, 1, pad_to, dtype)
+    hidden, _ = decoder(tokens, positions, cache, jnp.int32(0), pad_to)
+    return decoder.logits(jax.lax.dynamic_index_in_dim(hidden[0], last, keepdims=False))
+
+
+def first_divergence(ours: list[int], golden: list[int]) -> int | None:
+    """Index of the first differing token, or None when equal."""
+    for i, (a, b) in enumerate(zip(ours, golden, strict=True)):
+        if a != b:
+            return i
+    return None
