@@ -19,7 +19,9 @@ from jaxserve.sampling.params import SamplingParams
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default=None)
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
@@ -29,7 +31,9 @@ def main() -> None:
 
     started = time.perf_counter()
     model = load_model(args.model or default_model_path(), args.dtype)
-    print(f"model loaded in {time.perf_counter() - started:.1f}s ({model.config.architecture}, {model.dtype.__name__})")
+    print(
+        f"model loaded in {time.perf_counter() - started:.1f}s ({model.config.architecture}, {model.dtype.__name__})"
+    )
     max_batch = max(args.batch)
     runner = ModelRunner(model, BucketConfig(max_num_seqs=max_batch, max_model_len=2048))
     greedy = SamplingParams(temperature=0.0)
@@ -49,7 +53,9 @@ def main() -> None:
             out = runner.decode([RowInput([t], position, greedy, 0, step) for t in tokens])
             tokens = [t if t is not None else 0 for t in out]
         elapsed = time.perf_counter() - start
-        print(f"{batch:>5} {compile_s:>9.1f} {elapsed / args.steps * 1000:>8.1f} {batch * args.steps / elapsed:>8.1f}")
+        print(
+            f"{batch:>5} {compile_s:>9.1f} {elapsed / args.steps * 1000:>8.1f} {batch * args.steps / elapsed:>8.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Rewrite the API-coverage table in README.md from jaxserve.http.field_support.
 
-    python tools/api_coverage.py          # update README.md in place
-    python tools/api_coverage.py --print  # print the table
+python tools/api_coverage.py          # update README.md in place
+python tools/api_coverage.py --print  # print the table
 """
 
 from __future__ import annotations

@@ -26,13 +26,15 @@ MASK_VALUE = -1e30
 
 
 def _param(
-    rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str, ...], dtype: jnp.dtype, init: str
+    rngs: nnx.Rngs | None, shape: tuple[int, ...], axes: tuple[str, ...], dtype: jnp.dtype, init: str
 ) -> nnx.Param:
+    """One weight with its logical axes. Without rngs, "normal" weights start at zero: the model is then
+    a shell for a loader (built under eval_shape, where a random init only costs tracing time)."""
     if init == "ones":
         value = jnp.ones(shape, dtype)
-    elif init == "zeros":
+    elif init == "zeros" or rngs is None:
         value = jnp.zeros(shape, dtype)
-    else:  # small normal, like HF's initializer_range: only used for random test models
+    else:  # small normal, like HF's initializer_range: for random-weight models
         value = (0.02 * jax.random.normal(rngs.params(), shape)).astype(dtype)
     return nnx.Param(value, logical_axes=axes)
 
@@ -40,7 +42,7 @@ def _param(
 class RMSNorm(nnx.Module):
     """Root-mean-square layer norm, computed in float32 as the reference implementations do."""
 
-    def __init__(self, width: int, eps: float, axis_name: str, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(self, width: int, eps: float, axis_name: str, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
         self.weight = _param(rngs, (width,), (axis_name,), dtype, "ones")
         self.eps = eps
 
@@ -53,7 +55,7 @@ class RMSNorm(nnx.Module):
 class Attention(nnx.Module):
     """Grouped-query self-attention over the new tokens plus the cached prefix."""
 
-    def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
         d = cfg.hidden_size
         self.q_proj = _param(rngs, (d, cfg.q_size), ("embed", "q_heads"), dtype, "normal")
         self.k_proj = _param(rngs, (d, cfg.kv_size), ("embed", "kv_heads"), dtype, "normal")
@@ -117,7 +119,7 @@ class Attention(nnx.Module):
 class MLP(nnx.Module):
     """SwiGLU feed-forward block: down(silu(gate(x)) * up(x))."""
 
-    def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
         d, f = cfg.hidden_size, cfg.intermediate_size
         self.gate_proj = _param(rngs, (d, f), ("embed", "mlp"), dtype, "normal")
         self.up_proj = _param(rngs, (d, f), ("embed", "mlp"), dtype, "normal")
@@ -130,7 +132,7 @@ class MLP(nnx.Module):
 class DecoderLayer(nnx.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(x))."""
 
-    def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
         self.input_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", dtype=dtype, rngs=rngs)
         self.attn = Attention(cfg, dtype=dtype, rngs=rngs)
         self.post_attention_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", dtype=dtype, rngs=rngs)
@@ -156,7 +158,7 @@ class DecoderLayer(nnx.Module):
 class Decoder(nnx.Module):
     """Token embeddings, the layer stack, the final norm and the LM head."""
 
-    def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+    def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None):
         self.cfg = cfg
         self.embedding = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), dtype, "normal")
         # A Python list of layers (unrolled at trace time) rather than a scan over stacked weights:

@@ -52,7 +52,7 @@ def load_model(path: str | Path, dtype: str | None = None) -> LoadedModel:
         raise ModelLoadError(f"dtype '{dtype_name}' is not supported (supported: {', '.join(DTYPES)})")
     jdtype = DTYPES[dtype_name]
 
-    abstract = nnx.eval_shape(lambda: Decoder(cfg, dtype=jdtype, rngs=nnx.Rngs(0)))
+    abstract = nnx.eval_shape(lambda: Decoder(cfg, dtype=jdtype))
     graphdef, abstract_state = nnx.split(abstract)
     flat = nnx.to_flat_state(abstract_state)
     available = checkpoint.names()
