@@ -17,6 +17,7 @@ from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.errors import ModelLoadError
 from jaxserve.http.app import build_app
+from jaxserve.modeling.checkpoint import GGUFCheckpoint, open_checkpoint
 from jaxserve.modeling.default_model import DEFAULT_SERVED_NAME, default_model_path
 from jaxserve.modeling.loader import load_model
 from jaxserve.modeling.tokenizer import Tokenizer
@@ -55,8 +56,12 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
         _enable_compilation_cache(options.compilation_cache_dir)
     model_path = Path(options.model) if options.model else default_model_path()
     log.info("loading model from %s", model_path)
-    tokenizer = Tokenizer.from_path(model_path)
-    model = load_model(model_path, options.dtype)
+    checkpoint = open_checkpoint(model_path)
+    if isinstance(checkpoint, GGUFCheckpoint):  # parse the GGUF metadata once for weights and tokenizer
+        tokenizer = Tokenizer.from_gguf_metadata(checkpoint.metadata, source=str(model_path))
+    else:
+        tokenizer = Tokenizer.from_path(model_path)
+    model = load_model(checkpoint, options.dtype)
     context = model.config.max_position_embeddings
     if options.max_model_len is not None:
         if options.max_model_len > context:
@@ -88,7 +93,7 @@ def run_server(options: ServerOptions, started: float) -> int:
     engine, names = build_engine(options)
     app = build_app(engine, served_model_names=names, api_key=options.api_key)
     log.info(
-        "serving %s on http://%s:%d (max_model_len=%d, max_num_seqs=%d, %d step shapes compiled in %.1fs); "
+        "serving %s on http://%s:%d (max_model_len=%d, max_num_seqs=%d, %d step shapes compiled, warm-up %.1fs); "
         "ready %.1fs after start",
         names[0],
         options.host,
@@ -96,7 +101,7 @@ def run_server(options: ServerOptions, started: float) -> int:
         engine.max_model_len,
         options.max_num_seqs,
         engine.runner.compile_count,
-        engine.runner.compile_seconds,
+        engine.runner.warmup_seconds,
         time.perf_counter() - started,
     )
     return asyncio.run(_serve(app, options.host, options.port, engine))

@@ -27,6 +27,7 @@ class SafetensorsCheckpoint:
     def __init__(self, directory: Path) -> None:
         from safetensors import safe_open
 
+        self.path = directory
         config_path = directory / "config.json"
         if not config_path.is_file():
             raise ModelLoadError(f"{directory} has no config.json: not a Hugging Face checkpoint directory")
@@ -58,6 +59,7 @@ class GGUFCheckpoint:
     def __init__(self, path: Path) -> None:
         import gguf
 
+        self.path = path
         try:
             self._reader = gguf.GGUFReader(str(path))
         except Exception as exc:  # the gguf package raises bare ValueErrors for foreign files

@@ -13,7 +13,7 @@ import numpy as np
 from flax import nnx
 
 from jaxserve.errors import ModelLoadError
-from jaxserve.modeling.checkpoint import open_checkpoint
+from jaxserve.modeling.checkpoint import GGUFCheckpoint, SafetensorsCheckpoint, open_checkpoint
 from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.decoder import Decoder
 from jaxserve.modeling.weight_map import apply_transform, source_for
@@ -41,11 +41,16 @@ class LoadedModel:
         return nnx.merge(self.graphdef, self.state)
 
 
-def load_model(path: str | Path, dtype: str | None = None) -> LoadedModel:
-    """Load a GGUF file or Hugging Face checkpoint directory onto the default device."""
+def load_model(
+    source: str | Path | GGUFCheckpoint | SafetensorsCheckpoint, dtype: str | None = None
+) -> LoadedModel:
+    """Load a GGUF file or Hugging Face checkpoint directory (a path, or one already opened) onto the device."""
     start = time.perf_counter()
-    path = Path(path).expanduser()
-    checkpoint = open_checkpoint(path)
+    if isinstance(source, GGUFCheckpoint | SafetensorsCheckpoint):
+        checkpoint = source
+    else:
+        checkpoint = open_checkpoint(Path(source).expanduser())
+    path = checkpoint.path
     cfg = checkpoint.config
     dtype_name = dtype or default_dtype()
     if dtype_name not in DTYPES:
