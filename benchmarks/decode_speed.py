@@ -39,6 +39,7 @@ def main() -> None:
     greedy = SamplingParams(temperature=0.0)
     prompt = [(17 * i + 3) % model.config.vocab_size for i in range(args.context)]
     for slot in range(max_batch):
+        runner.start_sequence(slot, greedy, prompt)
         runner.prefill_chunk(slot, RowInput(prompt, 0, greedy, 0, 0))
     print(f"{'batch':>5} {'compile s':>9} {'step ms':>8} {'tok/s':>8}")
     for batch in args.batch:
@@ -51,7 +52,7 @@ def main() -> None:
         for step in range(args.steps):
             position = args.context + 1 + step
             out = runner.decode([RowInput([t], position, greedy, 0, step) for t in tokens])
-            tokens = [t if t is not None else 0 for t in out]
+            tokens = [o.token if o is not None else 0 for o in out]
         elapsed = time.perf_counter() - start
         print(
             f"{batch:>5} {compile_s:>9.1f} {elapsed / args.steps * 1000:>8.1f} {batch * args.steps / elapsed:>8.1f}"

@@ -14,8 +14,10 @@ from jaxserve.engine.detokenizer import IncrementalDetokenizer
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.engine.sequence import Sequence
+from jaxserve.engine.token_bans import bad_word_token_ids
 from jaxserve.errors import EngineFault, InvalidRequest
 from jaxserve.modeling.tokenizer import Tokenizer
+from jaxserve.sampling.bitmask import allowed_bitmask
 from jaxserve.sampling.params import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,12 @@ class AsyncEngine:
     ) -> AsyncIterator[RequestOutput]:
         """Queue the request and yield its outputs; closing early aborts it and frees its slot."""
         max_tokens = self.validate_prompt(prompt_token_ids, params)
+        params.validate_for_vocab(self.runner.vocab_size)
+        if params.min_tokens > max_tokens:
+            raise InvalidRequest(
+                f"min_tokens ({params.min_tokens}) exceeds the {max_tokens} tokens this request can generate",
+                param="min_tokens",
+            )
         if not self.is_healthy():
             raise EngineFault("the engine is not running", code="engine_dead")
         loop = asyncio.get_running_loop()
@@ -115,6 +123,12 @@ class AsyncEngine:
             ),
             emit=emit,
             arrival=next(self._arrivals),
+            allowed_bitmask=(
+                allowed_bitmask(self.runner.vocab_size, params.allowed_token_ids)
+                if params.allowed_token_ids is not None
+                else None
+            ),
+            bad_words=bad_word_token_ids(self.tokenizer, params.bad_words),
         )
         finished = False
         self.core.add(seq)

@@ -7,6 +7,7 @@ every sequence that has its prompt in the cache.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import queue
@@ -14,9 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from jaxserve.engine.outputs import RequestOutput
-from jaxserve.engine.runner import ModelRunner, RowInput
+from jaxserve.engine.runner import ModelRunner, RowInput, RowOutput
 from jaxserve.engine.sequence import Sequence, SequenceStatus
+from jaxserve.engine.token_bans import step_bitmask
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +104,35 @@ class EngineCore:
             seq.slot = heapq.heappop(self._free_slots)
             seq.status = SequenceStatus.PREFILLING
             self.by_slot[seq.slot] = seq
+            self._guarded(
+                [seq], functools.partial(self.runner.start_sequence, seq.slot, seq.params, seq.prompt_ids)
+            )
 
     def _prefill(self, seq: Sequence) -> None:
         assert seq.slot is not None
         remaining = len(seq.prompt_ids) - seq.num_prompt_computed
         chunk = min(remaining, self.runner.buckets.chunk_for(remaining))
         start = seq.num_prompt_computed
-        row = RowInput(seq.prompt_ids[start : start + chunk], start, seq.params, seq.seed, 0)
-        token = self.runner.prefill_chunk(seq.slot, row)
+        ends_prompt = start + chunk == len(seq.prompt_ids)
+        row = RowInput(
+            seq.prompt_ids[start : start + chunk],
+            start,
+            seq.params,
+            seq.seed,
+            0,
+            bitmask=self._bitmask(seq) if ends_prompt else None,
+            counted=ends_prompt,
+            next_ids=seq.prompt_ids[start + 1 : start + chunk + 1]
+            if seq.params.prompt_logprobs is not None
+            else None,
+        )
+        sampled, prompt_rows = self.runner.prefill_chunk(seq.slot, row)
+        if prompt_rows is not None:
+            seq.record_prompt_logprobs(start, prompt_rows)
         seq.num_prompt_computed += chunk
-        if seq.num_prompt_computed == len(seq.prompt_ids):
+        if ends_prompt:
             seq.status = SequenceStatus.DECODING
-            assert token is not None
-            self._record(seq, token)
+            self._record(seq, sampled)
 
     def _decode(self, decoding: list[Sequence]) -> None:
         width = max(s.slot for s in decoding if s.slot is not None) + 1
@@ -120,17 +140,27 @@ class EngineCore:
         for seq in decoding:
             assert seq.slot is not None
             rows[seq.slot] = RowInput(
-                [seq.output_ids[-1]], seq.num_tokens - 1, seq.params, seq.seed, len(seq.output_ids)
+                [seq.output_ids[-1]],
+                seq.num_tokens - 1,
+                seq.params,
+                seq.seed,
+                len(seq.output_ids),
+                bitmask=self._bitmask(seq),
             )
-        tokens = self.runner.decode(rows)
+        sampled = self.runner.decode(rows)
         for seq in decoding:
             assert seq.slot is not None
-            token = tokens[seq.slot]
-            assert token is not None
-            self._record(seq, token)
+            out = sampled[seq.slot]
+            assert out is not None
+            self._record(seq, out)
 
-    def _record(self, seq: Sequence, token: int) -> None:
-        decision = seq.append_token(token, self.eos_token_ids, self.max_model_len)
+    def _bitmask(self, seq: Sequence) -> np.ndarray | None:
+        return step_bitmask(
+            seq.allowed_bitmask, self.runner.full_bitmask, seq.banned_tokens(self.eos_token_ids)
+        )
+
+    def _record(self, seq: Sequence, sampled: RowOutput) -> None:
+        decision = seq.append_token(sampled, self.eos_token_ids, self.max_model_len)
         output = seq.make_output(decision)
         if decision is not None:
             self._release(seq)

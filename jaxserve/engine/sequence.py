@@ -6,9 +6,13 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from jaxserve.engine.detokenizer import IncrementalDetokenizer
-from jaxserve.engine.outputs import RequestOutput
+from jaxserve.engine.outputs import RequestOutput, TokenLogprob
+from jaxserve.engine.runner import PromptLogprobRows, RowOutput
 from jaxserve.engine.stop import StopDecision, check_stop_strings, check_token, stop_string_holdback
+from jaxserve.engine.token_bans import banned_now
 from jaxserve.sampling.params import SamplingParams
 
 
@@ -31,6 +35,8 @@ class Sequence:
     detokenizer: IncrementalDetokenizer
     emit: Callable[[RequestOutput], None]  # delivers an output to the waiting request (thread-safe)
     arrival: int = 0  # admission order: prefill chunks are fed first come, first served
+    allowed_bitmask: np.ndarray | None = None  # from allowed_token_ids; None = every token
+    bad_words: tuple[tuple[int, ...], ...] = ()
     status: SequenceStatus = SequenceStatus.WAITING
     slot: int | None = None
     num_prompt_computed: int = 0
@@ -38,16 +44,47 @@ class Sequence:
     text: str = ""
     emitted_text_len: int = 0
     emitted_token_count: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob | None] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_ids) + len(self.output_ids)
 
+    def banned_tokens(self, eos_token_ids: frozenset[int]) -> list[int]:
+        """What the next sample may not be, given the output so far (min_tokens, bad words)."""
+        end_ids = frozenset(self.params.stop_token_ids)
+        if not self.params.ignore_eos:
+            end_ids |= eos_token_ids
+        return banned_now(self.output_ids, self.bad_words, self.params.min_tokens, end_ids)
+
+    def record_prompt_logprobs(self, start: int, rows: PromptLogprobRows) -> None:
+        """Entry t of a chunk fed from prompt position `start` scores prompt token start + t + 1."""
+        if not self.prompt_logprobs:
+            self.prompt_logprobs.append(None)  # nothing precedes the first prompt token
+        k = self.params.prompt_logprobs or 0
+        for t in range(len(rows.logprob)):
+            position = start + t + 1
+            if position >= len(self.prompt_ids):
+                break
+            self.prompt_logprobs.append(
+                TokenLogprob(
+                    self.prompt_ids[position],
+                    float(rows.logprob[t]),
+                    int(rows.rank[t]),
+                    _top_pairs(rows.top_ids[t], rows.top_logprobs[t], k),
+                )
+            )
+
     def append_token(
-        self, token_id: int, eos_token_ids: frozenset[int], max_model_len: int
+        self, sampled: RowOutput, eos_token_ids: frozenset[int], max_model_len: int
     ) -> StopDecision | None:
         """Record a sampled token, update the text, and say whether the sequence is now finished."""
+        token_id = sampled.token
         self.output_ids.append(token_id)
+        if self.params.logprobs is not None:
+            top = _top_pairs(sampled.top_ids, sampled.top_logprobs, self.params.logprobs)
+            self.logprobs.append(TokenLogprob(token_id, sampled.logprob, sampled.rank, top))
         decision = check_token(token_id, self.params, eos_token_ids)
         if decision is None:
             new_text = self.detokenizer.push(token_id)
@@ -84,4 +121,11 @@ class Sequence:
             finished=finished,
             finish_reason=decision.finish_reason if decision else None,
             stop_reason=decision.stop_reason if decision else None,
+            logprobs=tuple(self.logprobs) if self.params.logprobs is not None else None,
+            prompt_logprobs=tuple(self.prompt_logprobs) if self.params.prompt_logprobs is not None else None,
         )
+
+
+def _top_pairs(ids: np.ndarray, logprobs: np.ndarray, k: int) -> tuple[tuple[int, float], ...]:
+    """The first k (token id, logprob) pairs of a most-likely-first top list."""
+    return tuple((int(i), float(v)) for i, v in zip(ids[:k], logprobs[:k], strict=True))

@@ -61,14 +61,16 @@ FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
             "custom roles; tool/function messages, tool calls, media parts and harmony messages are refused"
         ),
         "model": _supported("null or omitted means the first served model name"),
-        "frequency_penalty": _not_yet(0.0),
-        "logit_bias": _not_yet({}),
-        "logprobs": _not_yet(False),
-        "top_logprobs": _not_yet(0),
+        "frequency_penalty": _supported("[-2, 2], over generated tokens"),
+        "logit_bias": _supported(
+            "token-id strings -> bias, clamped to [-100, 100]; ids outside the vocabulary are a 400"
+        ),
+        "logprobs": _supported("raw-model logprob, bytes and top alternatives per generated token"),
+        "top_logprobs": _supported("0-20; needs logprobs=true"),
         "max_tokens": _supported("deprecated alias; max_completion_tokens takes precedence"),
         "max_completion_tokens": _supported("capped to the context left after the prompt"),
         "n": _supported("only 1", only=(1,), reason="other than 1 is not supported by this server yet"),
-        "presence_penalty": _not_yet(0.0),
+        "presence_penalty": _supported("[-2, 2], over generated tokens"),
         "response_format": _not_yet(ResponseFormat(type="text"), note="{'type': 'text'} asks for nothing"),
         "seed": _supported(),
         "stop": _supported("a string or a list of strings"),
@@ -85,22 +87,24 @@ FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
         "parallel_tool_calls": _not_yet(True),
         "user": _supported("accepted, has no effect"),
         "use_beam_search": _not_yet(False),
-        "top_k": _not_yet(0, -1, note="0 and -1 mean 'no top-k' (vLLM)"),
-        "min_p": _not_yet(0.0),
-        "repetition_penalty": _not_yet(1.0),
+        "top_k": _supported("0 or -1 = off"),
+        "min_p": _supported("[0, 1]"),
+        "repetition_penalty": _supported("> 0, over prompt and generated tokens"),
         "length_penalty": _not_yet(1.0),
         "stop_token_ids": _supported(),
         "include_stop_str_in_output": _supported(),
         "ignore_eos": _supported(),
-        "min_tokens": _not_yet(0),
+        "min_tokens": _supported("EOS and stop_token_ids are suppressed until reached"),
         "skip_special_tokens": _supported(),
         "spaces_between_special_tokens": _not_yet(True),
         "truncate_prompt_tokens": _not_yet(),
-        "prompt_logprobs": _not_yet(),
-        "allowed_token_ids": _not_yet(
-            note="an empty list is an error in vLLM, so only null asks for nothing"
+        "prompt_logprobs": _supported(
+            "0-20: per prompt token its logprob, rank and top alternatives; the first is null"
         ),
-        "bad_words": _not_yet([]),
+        "allowed_token_ids": _supported("non-empty; ids outside the vocabulary are a 400"),
+        "bad_words": _supported(
+            "banned with and without a leading space; multi-token words at their last token"
+        ),
         "echo": _not_yet(False),
         "add_generation_prompt": _supported(),
         "continue_final_message": _supported("cannot be combined with add_generation_prompt=true"),
@@ -113,7 +117,7 @@ FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
         "priority": _not_yet(0),
         "request_id": _supported("the response id is chatcmpl-<X-Request-Id header or request_id>"),
         "logits_processors": _not_yet([]),
-        "return_tokens_as_token_ids": _not_yet(False),
+        "return_tokens_as_token_ids": _supported("logprob tokens rendered as token_id:N"),
         "return_token_ids": _not_yet(False),
         "cache_salt": _not_yet(),
         "kv_transfer_params": _not_yet({}),

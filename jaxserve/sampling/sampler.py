@@ -1,9 +1,14 @@
-"""The batched sampler: a pure function from logits and per-row parameters to next tokens.
+"""The batched sampler: a pure function from logits and per-row parameters to next tokens and logprobs.
 
-Rows with different parameters share one call. Greedy rows (temperature 0) take the exact argmax of
-the raw logits; the others draw from softmax(logits / temperature) restricted to the top-p nucleus,
-with a per-row PRNG key derived from the row's seed and step so a seeded request is reproducible
-whatever else shares its batch.
+Rows with different parameters share one call; every output has a fixed shape, so one compiled step
+serves any mix. The transforms run in vLLM's order (DESIGN principle 4):
+
+  bitmask (allowed tokens, bad words, min_tokens) -> logit bias -> penalties -> greedy rows: argmax
+  -> temperature -> min-p -> top-k / top-p -> draw with the row's key fold_in(key(seed), step)
+
+Stages no row needs are skipped (lax.switch / lax.cond), so an all-greedy batch costs one fused pass:
+mask, bias add and argmax. Logprobs come from the raw logits and are computed only when some row asked
+for them.
 """
 
 from __future__ import annotations
@@ -12,56 +17,80 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from jaxserve.sampling.params import SamplingParams
+from jaxserve.sampling.batch import SamplingBatch
+from jaxserve.sampling.bitmask import apply_bitmask
+from jaxserve.sampling.draw import categorical, row_keys
+from jaxserve.sampling.filters import apply_min_p, apply_top_k_top_p
+from jaxserve.sampling.logprobs import TOP_LOGPROBS, token_logprobs
+from jaxserve.sampling.params import GREEDY_TEMPERATURE
+from jaxserve.sampling.penalties import any_penalty, apply_penalties
 
 
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
-class SamplingBatch:
-    """Per-row sampling inputs, all [B]."""
+class SampleResult:
+    """One step's sample per row. The logprob fields hold meaning only for rows that asked for logprobs
+    (SamplingBatch.num_logprobs >= 0); when no row asked they are zeros / id -1 / -inf."""
 
-    temperature: jax.Array  # float32; 0 = greedy
-    top_p: jax.Array  # float32 in (0, 1]
-    seed: jax.Array  # uint32
-    step: jax.Array  # int32: tokens generated so far by the row, the second half of its PRNG key
-
-    @classmethod
-    def from_params(
-        cls, params: list[SamplingParams | None], seeds: list[int], steps: list[int]
-    ) -> SamplingBatch:
-        """Rows for `params`; None marks a padding row (sampled greedily and discarded)."""
-        return cls(
-            temperature=jnp.asarray([p.temperature if p else 0.0 for p in params], jnp.float32),
-            top_p=jnp.asarray([p.top_p if p else 1.0 for p in params], jnp.float32),
-            seed=jnp.asarray(np.asarray(seeds, dtype=np.uint32)),
-            step=jnp.asarray(steps, jnp.int32),
-        )
+    tokens: jax.Array  # [B] int32
+    logprob: jax.Array  # [B] float32: the chosen token's raw-model logprob
+    rank: jax.Array  # [B] int32: its rank, 1 = most likely
+    top_ids: jax.Array  # [B, TOP_LOGPROBS] int32, most likely first
+    top_logprobs: jax.Array  # [B, TOP_LOGPROBS] float32
 
 
-def sample(logits: jax.Array, batch: SamplingBatch) -> jax.Array:
-    """logits: [B, V] float32 -> next tokens [B] int32."""
-    greedy_tokens = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    # Guard the division: greedy rows have temperature 0 and their sampled value is discarded.
-    safe_temperature = jnp.where(batch.temperature > 0, batch.temperature, 1.0)
-    scaled = logits / safe_temperature[:, None]
-    scaled = jax.lax.cond(
-        jnp.any(batch.top_p < 1.0), lambda x: _top_p_filter(x, batch.top_p), lambda x: x, scaled
+def sample(
+    logits: jax.Array,
+    batch: SamplingBatch,
+    bitmask: jax.Array,
+    bias: jax.Array,
+    prompt_mask: jax.Array,
+    output_counts: jax.Array,
+) -> SampleResult:
+    """logits: [B, V] float32 raw model output; bitmask: [B, W] int32 allowed tokens; bias: [B, V]
+    float32 logit_bias; prompt_mask: [B, V] bool; output_counts: [B, V] int32."""
+    raw = logits.astype(jnp.float32)
+    random_rows = batch.temperature >= GREEDY_TEMPERATURE  # [B]
+
+    def processed(penalised: bool) -> jax.Array:
+        """Bitmask, bias and (if `penalised`) penalties: elementwise, fused into whatever reads it."""
+        x = apply_bitmask(raw, bitmask) + bias
+        return apply_penalties(x, prompt_mask, output_counts, batch) if penalised else x
+
+    def greedy(penalised: bool) -> jax.Array:
+        return jnp.argmax(processed(penalised), axis=-1).astype(jnp.int32)
+
+    def mixed() -> jax.Array:
+        x = processed(True)  # [B, V], materialised once for the argmax and the draw
+        greedy_tokens = jnp.argmax(x, axis=-1).astype(jnp.int32)  # exact, before any temperature
+        return jnp.where(random_rows, _draw(x, batch, random_rows), greedy_tokens)
+
+    # One branch per kind of batch, each computed from the inputs so an all-greedy batch fuses into a
+    # single pass (a cond between stages would materialise the [B, V] logits at each one).
+    branch = jnp.where(jnp.any(random_rows), 2, any_penalty(batch).astype(jnp.int32))
+    tokens = jax.lax.switch(branch, [lambda: greedy(False), lambda: greedy(True), mixed])
+    logprob, rank, top_ids, top_logprobs = jax.lax.cond(
+        jnp.any(batch.num_logprobs >= 0), lambda: token_logprobs(raw, tokens), lambda: _no_logprobs(tokens)
     )
-    keys = jax.vmap(lambda s, n: jax.random.fold_in(jax.random.key(s), n))(batch.seed, batch.step)
-    drawn = jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
-    return jnp.where(batch.temperature > 0, drawn, greedy_tokens)
+    return SampleResult(tokens=tokens, logprob=logprob, rank=rank, top_ids=top_ids, top_logprobs=top_logprobs)
 
 
-def _top_p_filter(scaled: jax.Array, top_p: jax.Array) -> jax.Array:
-    """Keep the smallest set of most likely tokens whose probability reaches top_p (at least one)."""
-    order = jnp.argsort(-scaled, axis=-1)
-    sorted_logits = jnp.take_along_axis(scaled, order, axis=-1)
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    mass_before = jnp.cumsum(probs, axis=-1) - probs
-    keep_sorted = mass_before < top_p[:, None]
-    # The k-th largest logit that is kept is the threshold; ties at the threshold stay in.
-    kept_count = jnp.sum(keep_sorted, axis=-1)
-    threshold = jnp.take_along_axis(sorted_logits, (kept_count - 1)[:, None], axis=-1)
-    return jnp.where(scaled >= threshold, scaled, -jnp.inf)
+def _draw(x: jax.Array, batch: SamplingBatch, random_rows: jax.Array) -> jax.Array:
+    """Temperature, min-p, top-k/top-p and the draw, for the random rows (greedy rows' results are
+    discarded, so their filters are switched off to keep them off the filters' slow paths)."""
+    temperature = jnp.where(random_rows, batch.temperature, 1.0)  # [B]; 1 avoids dividing by 0
+    x = x / temperature[:, None]
+    x = apply_min_p(x, jnp.where(random_rows, batch.min_p, 0.0))
+    x = apply_top_k_top_p(x, jnp.where(random_rows, batch.top_k, 0), jnp.where(random_rows, batch.top_p, 1.0))
+    return categorical(x, row_keys(batch.seed, batch.step))
+
+
+def _no_logprobs(tokens: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    rows = tokens.shape[0]
+    return (
+        jnp.zeros((rows,), jnp.float32),
+        jnp.zeros((rows,), jnp.int32),
+        jnp.full((rows, TOP_LOGPROBS), -1, jnp.int32),
+        jnp.full((rows, TOP_LOGPROBS), -jnp.inf, jnp.float32),
+    )

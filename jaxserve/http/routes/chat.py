@@ -14,6 +14,7 @@ from jaxserve.http.protocol.chat_request import ChatCompletionRequest
 from jaxserve.http.request_body import parse_body, read_json_object
 from jaxserve.http.state import SERVER_STATE
 from jaxserve.http.translate.chat import chat_prompt, engine_input
+from jaxserve.http.translate.logprobs import TokenRenderer
 from jaxserve.http.translate.response import to_chat_completion_response
 
 logger = logging.getLogger(__name__)
@@ -61,5 +62,6 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
         model=model,
         created=created,
         prompt_tokens=len(inputs.prompt_token_ids),
+        render=TokenRenderer(engine.tokenizer, as_token_ids=bool(chat.return_tokens_as_token_ids)),
     )
     return web.json_response(response.model_dump(mode="json"), headers={REQUEST_ID_HEADER: base_id})

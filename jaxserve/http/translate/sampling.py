@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from jaxserve.errors import InvalidRequest
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
+from jaxserve.sampling.logprobs import TOP_LOGPROBS as MAX_TOP_LOGPROBS
 from jaxserve.sampling.params import SamplingParams
 
 DEFAULT_TEMPERATURE = 1.0
@@ -37,6 +38,35 @@ def requested_max_tokens(request: ChatCompletionRequest) -> int | None:
     return None
 
 
+def logit_bias_by_id(logit_bias: dict[str, float] | None) -> dict[int, float]:
+    """OpenAI sends token ids as JSON object keys (strings)."""
+    out: dict[int, float] = {}
+    for key, value in (logit_bias or {}).items():
+        try:
+            out[int(key)] = float(value)
+        except ValueError:
+            raise InvalidRequest(
+                f"logit_bias keys must be token ids, got {key!r}", param="logit_bias"
+            ) from None
+    return out
+
+
+def requested_logprobs(request: ChatCompletionRequest) -> int | None:
+    """How many top alternatives to return per generated token, or None for no logprobs (vLLM's rules)."""
+    top = request.top_logprobs
+    if not request.logprobs:
+        if top:
+            raise InvalidRequest(
+                "when using top_logprobs, logprobs must be set to true", param="top_logprobs"
+            )
+        return None
+    if top is not None and not 0 <= top <= MAX_TOP_LOGPROBS:
+        raise InvalidRequest(
+            f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}, got {top}", param="top_logprobs"
+        )
+    return top or 0
+
+
 def to_sampling_params(
     request: ChatCompletionRequest, *, prompt_len: int, max_model_len: int
 ) -> SamplingParams:
@@ -50,6 +80,17 @@ def to_sampling_params(
     wanted = requested_max_tokens(request)
     stop = request.stop
     return SamplingParams(
+        presence_penalty=request.presence_penalty or 0.0,
+        frequency_penalty=request.frequency_penalty or 0.0,
+        repetition_penalty=1.0 if request.repetition_penalty is None else request.repetition_penalty,
+        top_k=0 if request.top_k is None else request.top_k,
+        min_p=0.0 if request.min_p is None else request.min_p,
+        min_tokens=request.min_tokens,
+        logit_bias=logit_bias_by_id(request.logit_bias),
+        allowed_token_ids=None if request.allowed_token_ids is None else tuple(request.allowed_token_ids),
+        bad_words=tuple(request.bad_words or ()),
+        logprobs=requested_logprobs(request),
+        prompt_logprobs=request.prompt_logprobs,
         max_tokens=room if wanted is None else min(wanted, room),
         temperature=DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
         top_p=DEFAULT_TOP_P if request.top_p is None else request.top_p,

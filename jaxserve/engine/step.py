@@ -1,0 +1,137 @@
+"""The one jitted function per step: model forward, sampling, logprobs and sampler-state update.
+
+Everything here is pure: the KV cache and the per-slot sampler state go in and come back out (both
+donated), so the runner owns no device state beyond the buffers it threads through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxserve.modeling.kv_cache import SlotKVCache
+from jaxserve.sampling.batch import SamplingBatch
+from jaxserve.sampling.logprobs import TOP_LOGPROBS, prompt_token_logprobs
+from jaxserve.sampling.penalties import count_tokens
+from jaxserve.sampling.sampler import SampleResult, sample
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class SlotSamplingState:
+    """Per cache slot, [slots, V]: what the sampler needs about a sequence beyond this step's logits.
+
+    Set once when a sequence takes its slot (bias, prompt tokens) and updated inside each step (output
+    token counts), so no [batch, vocab] array is rebuilt on the host per step.
+    """
+
+    bias: jax.Array  # float32: logit_bias
+    prompt_mask: jax.Array  # bool: token occurs in the prompt (repetition penalty)
+    output_counts: jax.Array  # int32: occurrences in the output so far (all three penalties)
+
+    @classmethod
+    def allocate(cls, num_slots: int, vocab: int) -> SlotSamplingState:
+        return cls(
+            bias=jnp.zeros((num_slots, vocab), jnp.float32),
+            prompt_mask=jnp.zeros((num_slots, vocab), jnp.bool_),
+            output_counts=jnp.zeros((num_slots, vocab), jnp.int32),
+        )
+
+
+def init_slot(
+    state: SlotSamplingState, slot: jax.Array, bias_row: jax.Array, prompt_mask_row: jax.Array
+) -> SlotSamplingState:
+    """A new sequence takes `slot`: its bias and prompt tokens in, its output counts reset."""
+    return SlotSamplingState(
+        bias=state.bias.at[slot].set(bias_row),
+        prompt_mask=state.prompt_mask.at[slot].set(prompt_mask_row),
+        output_counts=state.output_counts.at[slot].set(0),
+    )
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class PromptLogprobs:
+    """For each fed token, the logprob of the token after it (a prompt's next token), all [B, T(, K)]."""
+
+    logprob: jax.Array
+    rank: jax.Array
+    top_ids: jax.Array
+    top_logprobs: jax.Array
+
+
+@jax.tree_util.register_dataclass
+@dataclass(frozen=True)
+class StepInputs:
+    """Host-built arrays of one step. tokens/positions/next_ids: [B, T]; the rest [B] (bitmask [B, W])."""
+
+    tokens: jax.Array
+    positions: jax.Array
+    next_ids: jax.Array  # the prompt token after each fed token (for prompt logprobs), 0 elsewhere
+    row_start: jax.Array  # scalar int32: row b uses cache slot row_start + b
+    last_index: jax.Array  # index into T of the token whose logits are sampled
+    counted: jax.Array  # bool: the sampled token is real output (False for padding rows, mid-prompt chunks)
+    bitmask: jax.Array  # int32 words of allowed tokens
+    want_prompt_logprobs: jax.Array  # scalar bool
+    sampling: SamplingBatch
+
+
+def model_step(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    cache: SlotKVCache,
+    sampler_state: SlotSamplingState,
+    inputs: StepInputs,
+    kv_len: int,
+) -> tuple[SampleResult, PromptLogprobs, SlotKVCache, SlotSamplingState]:
+    """Forward the step's tokens, sample after each row's last real token, update the slots' state."""
+    model = nnx.merge(graphdef, params)
+    hidden, cache = model(inputs.tokens, inputs.positions, cache, inputs.row_start, kv_len)  # [B, T, D]
+    batch, tokens = inputs.tokens.shape
+    last_hidden = jnp.take_along_axis(hidden, inputs.last_index[:, None, None], axis=1)[:, 0]  # [B, D]
+    logits = model.logits(last_hidden)  # [B, V]
+
+    def rows(table: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_slice_in_dim(table, inputs.row_start, batch, axis=0)
+
+    counts = rows(sampler_state.output_counts)
+    result = sample(
+        logits,
+        inputs.sampling,
+        inputs.bitmask,
+        rows(sampler_state.bias),
+        rows(sampler_state.prompt_mask),
+        counts,
+    )
+    counts = count_tokens(counts, result.tokens, inputs.counted)
+    sampler_state = SlotSamplingState(
+        bias=sampler_state.bias,
+        prompt_mask=sampler_state.prompt_mask,
+        output_counts=jax.lax.dynamic_update_slice_in_dim(
+            sampler_state.output_counts, counts, inputs.row_start, axis=0
+        ),
+    )
+
+    def with_prompt_logprobs() -> PromptLogprobs:
+        all_logits = model.logits(hidden).reshape(batch * tokens, -1)  # [B*T, V]: only when asked
+        lp, rank, top_ids, top_lp = prompt_token_logprobs(all_logits, inputs.next_ids.reshape(-1))
+        return PromptLogprobs(
+            logprob=lp.reshape(batch, tokens),
+            rank=rank.reshape(batch, tokens),
+            top_ids=top_ids.reshape(batch, tokens, TOP_LOGPROBS),
+            top_logprobs=top_lp.reshape(batch, tokens, TOP_LOGPROBS),
+        )
+
+    def without() -> PromptLogprobs:
+        return PromptLogprobs(
+            logprob=jnp.zeros((batch, tokens), jnp.float32),
+            rank=jnp.zeros((batch, tokens), jnp.int32),
+            top_ids=jnp.zeros((batch, tokens, TOP_LOGPROBS), jnp.int32),
+            top_logprobs=jnp.zeros((batch, tokens, TOP_LOGPROBS), jnp.float32),
+        )
+
+    prompt_lp = jax.lax.cond(inputs.want_prompt_logprobs, with_prompt_logprobs, without)
+    return result, prompt_lp, cache, sampler_state
