@@ -8,10 +8,27 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from jaxserve.http.metrics import METRICS, ServingMetrics
 from jaxserve.http.middleware import api_key_middleware, error_middleware
+from jaxserve.http.protocol.chat_request import ChatCompletionRequest
+from jaxserve.http.protocol.chat_response import ChatCompletionResponse
+from jaxserve.http.protocol.completion import CompletionRequest, CompletionResponse
+from jaxserve.http.protocol.model_list import ModelList
+from jaxserve.http.protocol.tokenize import (
+    DetokenizeRequest,
+    DetokenizeResponse,
+    TokenizeRequest,
+    TokenizeResponse,
+)
+from jaxserve.http.protocol.version import VersionResponse
 from jaxserve.http.routes.chat import create_chat_completion
+from jaxserve.http.routes.completions import create_completion
 from jaxserve.http.routes.health import health
+from jaxserve.http.routes.metrics import metrics
 from jaxserve.http.routes.models import list_models
+from jaxserve.http.routes.openapi import API_KEY_REQUIRED, OPENAPI_ROUTES, ApiRoute, openapi_spec
+from jaxserve.http.routes.tokenize import detokenize, tokenize
+from jaxserve.http.routes.version import version
 from jaxserve.http.state import SERVER_STATE, ServerState
 
 if TYPE_CHECKING:
@@ -20,6 +37,49 @@ if TYPE_CHECKING:
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 """aiohttp's 1 MiB default is below a long conversation at a 128k-token context; 32 MiB is above any
 text-only request and still bounds the memory one request can take."""
+
+ROUTES: tuple[ApiRoute, ...] = (
+    ApiRoute(
+        "POST",
+        "/v1/chat/completions",
+        create_chat_completion,
+        "Create a chat completion",
+        request=ChatCompletionRequest,
+        response=ChatCompletionResponse,
+    ),
+    ApiRoute(
+        "POST",
+        "/v1/completions",
+        create_completion,
+        "Create a text completion (non-streaming)",
+        request=CompletionRequest,
+        response=CompletionResponse,
+    ),
+    ApiRoute("GET", "/v1/models", list_models, "List the served model names", response=ModelList),
+    ApiRoute(
+        "POST",
+        "/tokenize",
+        tokenize,
+        "Token ids of a prompt, or of a chat rendered as /v1/chat/completions renders it",
+        request=TokenizeRequest,
+        response=TokenizeResponse,
+    ),
+    ApiRoute(
+        "POST",
+        "/detokenize",
+        detokenize,
+        "Text of token ids",
+        request=DetokenizeRequest,
+        response=DetokenizeResponse,
+    ),
+    ApiRoute("GET", "/health", health, "200 while the engine can serve, 503 once it cannot"),
+    ApiRoute("GET", "/version", version, "The server version", response=VersionResponse),
+    ApiRoute(
+        "GET", "/metrics", metrics, "Prometheus metrics (vLLM's names)", response_media_type="text/plain"
+    ),
+    ApiRoute("GET", "/openapi.json", openapi_spec, "This document", response_media_type="application/json"),
+)
+"""Every route the application serves; /openapi.json is generated from the same table."""
 
 
 def build_app(
@@ -41,7 +101,12 @@ def build_app(
     app[SERVER_STATE] = ServerState(
         engine=engine, served_model_names=tuple(served_model_names), created=int(time.time())
     )
-    app.router.add_post("/v1/chat/completions", create_chat_completion)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/health", health)
+    app[METRICS] = ServingMetrics(model_name=served_model_names[0], engine=engine)
+    app[OPENAPI_ROUTES] = ROUTES
+    app[API_KEY_REQUIRED] = api_key is not None
+    for route in ROUTES:
+        if route.method == "GET":
+            app.router.add_get(route.path, route.handler)  # also answers HEAD, as aiohttp's GETs do
+        else:
+            app.router.add_route(route.method, route.path, route.handler)
     return app

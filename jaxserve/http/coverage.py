@@ -14,6 +14,8 @@ def coverage_markdown() -> str:
     for name, policy in FIELD_SUPPORT.items():
         if policy.support is Support.SUPPORTED:
             status = "supported"
+        elif policy.support is Support.REFUSED:
+            status = "400 when set"
         else:
             status = "400 when set (not yet)"
         detail = policy.note.replace("|", "\\|")

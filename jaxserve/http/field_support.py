@@ -24,6 +24,7 @@ NOT_YET_REASON: Final = "is not supported by this server yet"
 class Support(enum.Enum):
     SUPPORTED = "supported"
     NOT_YET = "not yet supported"
+    REFUSED = "refused"  # meaningless for this server's setup (e.g. needs multimodal input); always a 400
 
 
 @dataclass(frozen=True)
@@ -44,84 +45,99 @@ class FieldPolicy:
         return value is None or self.accepts is None or value in self.accepts
 
 
-def _supported(
+def supported(
     note: str = "", *, only: tuple[Any, ...] | None = None, reason: str = NOT_YET_REASON
 ) -> FieldPolicy:
     return FieldPolicy(Support.SUPPORTED, note, only, reason)
 
 
-def _not_yet(*no_effect: Any, note: str = "") -> FieldPolicy:
+def not_yet(*no_effect: Any, note: str = "") -> FieldPolicy:
     return FieldPolicy(Support.NOT_YET, note, no_effect)
+
+
+def refused(*no_effect: Any, reason: str) -> FieldPolicy:
+    return FieldPolicy(Support.REFUSED, reason, no_effect, reason)
 
 
 FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
     {
-        "messages": _supported(
+        "messages": supported(
             "text content (strings, text/refusal/thinking parts) for system, developer, user, assistant and "
             "custom roles; tool/function messages, tool calls, media parts and harmony messages are refused"
         ),
-        "model": _supported("null or omitted means the first served model name"),
-        "frequency_penalty": _supported("[-2, 2], over generated tokens"),
-        "logit_bias": _supported(
+        "model": supported("null or omitted means the first served model name"),
+        "frequency_penalty": supported("[-2, 2], over generated tokens"),
+        "logit_bias": supported(
             "token-id strings -> bias, clamped to [-100, 100]; ids outside the vocabulary are a 400"
         ),
-        "logprobs": _supported("raw-model logprob, bytes and top alternatives per generated token"),
-        "top_logprobs": _supported("0-20; needs logprobs=true"),
-        "max_tokens": _supported("deprecated alias; max_completion_tokens takes precedence"),
-        "max_completion_tokens": _supported("capped to the context left after the prompt"),
-        "n": _supported("only 1", only=(1,), reason="other than 1 is not supported by this server yet"),
-        "presence_penalty": _supported("[-2, 2], over generated tokens"),
-        "response_format": _not_yet(ResponseFormat(type="text"), note="{'type': 'text'} asks for nothing"),
-        "seed": _supported(),
-        "stop": _supported("a string or a list of strings"),
-        "stream": _supported(
-            "only false", only=(False,), reason="set to true (streaming) is not supported by this server yet"
+        "logprobs": supported("raw-model logprob, bytes and top alternatives per generated token"),
+        "top_logprobs": supported("0-20; needs logprobs=true"),
+        "max_tokens": supported("deprecated alias; max_completion_tokens takes precedence"),
+        "max_completion_tokens": supported("capped to the context left after the prompt"),
+        "n": supported("only 1", only=(1,), reason="other than 1 is not supported by this server yet"),
+        "presence_penalty": supported("[-2, 2], over generated tokens"),
+        "response_format": not_yet(ResponseFormat(type="text"), note="{'type': 'text'} asks for nothing"),
+        "seed": supported(),
+        "stop": supported("a string or a list of strings"),
+        "stream": supported("server-sent chat.completion.chunk events ending with data: [DONE]"),
+        "stream_options": supported(
+            "include_usage (a final usage chunk), continuous_usage_stats (usage on every chunk); "
+            "only with stream=true"
         ),
-        "stream_options": _not_yet(),
-        "temperature": _supported("default 1.0; 0 is greedy"),
-        "top_p": _supported("default 1.0"),
-        "tools": _not_yet([]),
-        "tool_choice": _not_yet("none"),
-        "reasoning_effort": _not_yet(),
-        "include_reasoning": _not_yet(True),
-        "parallel_tool_calls": _not_yet(True),
-        "user": _supported("accepted, has no effect"),
-        "use_beam_search": _not_yet(False),
-        "top_k": _supported("0 or -1 = off"),
-        "min_p": _supported("[0, 1]"),
-        "repetition_penalty": _supported("> 0, over prompt and generated tokens"),
-        "length_penalty": _not_yet(1.0),
-        "stop_token_ids": _supported(),
-        "include_stop_str_in_output": _supported(),
-        "ignore_eos": _supported(),
-        "min_tokens": _supported("EOS and stop_token_ids are suppressed until reached"),
-        "skip_special_tokens": _supported(),
-        "spaces_between_special_tokens": _not_yet(True),
-        "truncate_prompt_tokens": _not_yet(),
-        "prompt_logprobs": _supported(
+        "temperature": supported("default 1.0; 0 is greedy"),
+        "top_p": supported("default 1.0"),
+        "tools": not_yet([]),
+        "tool_choice": not_yet("none"),
+        "reasoning_effort": not_yet(),
+        "include_reasoning": not_yet(True),
+        "parallel_tool_calls": not_yet(True),
+        "user": supported("accepted, has no effect"),
+        "use_beam_search": not_yet(False),
+        "top_k": supported("0 or -1 = off"),
+        "min_p": supported("[0, 1]"),
+        "repetition_penalty": supported("> 0, over prompt and generated tokens"),
+        "length_penalty": not_yet(1.0),
+        "stop_token_ids": supported(),
+        "include_stop_str_in_output": supported(),
+        "ignore_eos": supported(),
+        "min_tokens": supported("EOS and stop_token_ids are suppressed until reached"),
+        "skip_special_tokens": supported(),
+        "spaces_between_special_tokens": supported(
+            "accepted; fast (Rust) tokenizers, like vLLM's fast detokenizer, insert no extra spaces"
+        ),
+        "truncate_prompt_tokens": supported("keep the last k prompt tokens; -1 = the context window"),
+        "prompt_logprobs": supported(
             "0-20: per prompt token its logprob, rank and top alternatives; the first is null"
         ),
-        "allowed_token_ids": _supported("non-empty; ids outside the vocabulary are a 400"),
-        "bad_words": _supported(
+        "allowed_token_ids": supported("non-empty; ids outside the vocabulary are a 400"),
+        "bad_words": supported(
             "banned with and without a leading space; multi-token words at their last token"
         ),
-        "echo": _not_yet(False),
-        "add_generation_prompt": _supported(),
-        "continue_final_message": _supported("cannot be combined with add_generation_prompt=true"),
-        "add_special_tokens": _supported(),
-        "documents": _supported("passed to the chat template"),
-        "chat_template": _supported("a Jinja template used instead of the model's"),
-        "chat_template_kwargs": _supported("extra template variables, e.g. enable_thinking"),
-        "mm_processor_kwargs": _not_yet({}),
-        "structured_outputs": _not_yet(),
-        "priority": _not_yet(0),
-        "request_id": _supported("the response id is chatcmpl-<X-Request-Id header or request_id>"),
-        "logits_processors": _not_yet([]),
-        "return_tokens_as_token_ids": _supported("logprob tokens rendered as token_id:N"),
-        "return_token_ids": _not_yet(False),
-        "cache_salt": _not_yet(),
-        "kv_transfer_params": _not_yet({}),
-        "vllm_xargs": _not_yet({}),
+        "echo": supported("prepends the last message's content when its role is the response's role"),
+        "add_generation_prompt": supported(),
+        "continue_final_message": supported("cannot be combined with add_generation_prompt=true"),
+        "add_special_tokens": supported(),
+        "documents": supported("passed to the chat template"),
+        "chat_template": supported("a Jinja template used instead of the model's"),
+        "chat_template_kwargs": supported("extra template variables, e.g. enable_thinking"),
+        "mm_processor_kwargs": refused(
+            {}, reason="applies to multimodal input, which this text-only model does not accept"
+        ),
+        "structured_outputs": not_yet(),
+        "priority": not_yet(0),
+        "request_id": supported("the response id is chatcmpl-<X-Request-Id header or request_id>"),
+        "logits_processors": refused(
+            [], reason="names server-side Python logits processors, which this server does not load"
+        ),
+        "return_tokens_as_token_ids": supported("logprob tokens rendered as token_id:N"),
+        "return_token_ids": supported("choice token_ids and prompt_token_ids in the response"),
+        "cache_salt": not_yet(),
+        "kv_transfer_params": refused(
+            {}, reason="needs a disaggregated prefill/decode deployment, which this server is not"
+        ),
+        "vllm_xargs": supported(
+            "accepted and passed to the engine with the request (no plugin reads them yet)"
+        ),
     }
 )
 """Every `ChatCompletionRequest` property, in the spec's order."""

@@ -81,10 +81,12 @@ def test_unknown_model_is_a_404() -> None:
 
 
 def test_unsupported_field_is_a_400_naming_it() -> None:
-    status, _, body = call("POST", CHAT, json={"model": "smol-alias", "messages": MESSAGES, "echo": True})
+    status, _, body = call(
+        "POST", CHAT, json={"model": "smol-alias", "messages": MESSAGES, "use_beam_search": True}
+    )
     assert status == 400
-    message = assert_error_object(body, error_type="invalid_request_error", param="echo")
-    assert message == "'echo' is not supported by this server yet"
+    message = assert_error_object(body, error_type="invalid_request_error", param="use_beam_search")
+    assert message == "'use_beam_search' is not supported by this server yet"
 
 
 def test_non_text_content_is_a_400_naming_the_input_type() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from jaxserve.errors import InvalidRequest
 from jaxserve.http.field_support import check_field_support
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
 from jaxserve.http.translate.messages import to_template_messages
@@ -48,5 +49,45 @@ def engine_input(
 ) -> EngineInput:
     """Render the prompt ids and derive SamplingParams (which need the prompt's length)."""
     prompt_token_ids = render_prompt(tokenizer, prompt.messages, prompt.template_args)
+    prompt_token_ids = truncate_prompt(prompt_token_ids, request.truncate_prompt_tokens, max_model_len)
     params = to_sampling_params(request, prompt_len=len(prompt_token_ids), max_model_len=max_model_len)
     return EngineInput(prompt_token_ids=prompt_token_ids, sampling_params=params)
+
+
+def truncate_prompt(prompt_token_ids: list[int], keep: int | None, max_model_len: int) -> list[int]:
+    """vLLM's truncate_prompt_tokens: keep the last `keep` tokens (-1: as many as the context holds)."""
+    if keep is None:
+        return prompt_token_ids
+    if keep == -1:
+        keep = max_model_len
+    if keep < 1:
+        raise InvalidRequest(
+            "truncate_prompt_tokens must be -1 or at least 1", param="truncate_prompt_tokens"
+        )
+    if keep > max_model_len:
+        raise InvalidRequest(
+            f"truncate_prompt_tokens ({keep}) is greater than the context window ({max_model_len}); "
+            "choose a smaller truncation size",
+            param="truncate_prompt_tokens",
+        )
+    return prompt_token_ids[-keep:]
+
+
+@dataclass(frozen=True)
+class ResponseShape:
+    """Request options that shape the response rather than the generation."""
+
+    role: str  # the response message's role
+    echo_prefix: str  # text put before the generated text (echo)
+    return_token_ids: bool
+
+
+def response_shape(request: ChatCompletionRequest, prompt: ChatPrompt) -> ResponseShape:
+    """vLLM: the role is "assistant" with a generation prompt, else the last message's role; `echo`
+    prepends the last message's content when that message has the response's role."""
+    last = prompt.messages[-1] if prompt.messages else {}
+    role = "assistant" if request.add_generation_prompt else str(last.get("role", "assistant"))
+    echo_prefix = ""
+    if request.echo and last.get("role") == role and isinstance(last.get("content"), str):
+        echo_prefix = last["content"]
+    return ResponseShape(role=role, echo_prefix=echo_prefix, return_token_ids=bool(request.return_token_ids))

@@ -9,6 +9,7 @@ from jaxserve.http.protocol.chat_response import (
     ChatMessage,
     UsageInfo,
 )
+from jaxserve.http.translate.chat import ResponseShape
 from jaxserve.http.translate.logprobs import TokenRenderer, chat_logprobs, prompt_logprobs
 
 
@@ -20,6 +21,7 @@ def to_chat_completion_response(
     created: int,
     prompt_tokens: int,
     render: TokenRenderer | None = None,
+    shape: ResponseShape | None = None,
 ) -> ChatCompletionResponse:
     """One choice holding the whole completion; usage counts are exact token counts.
 
@@ -27,10 +29,12 @@ def to_chat_completion_response(
     """
     if render is None and (output.logprobs is not None or output.prompt_logprobs is not None):
         raise ValueError("an output with logprobs needs a TokenRenderer")
+    shape = shape or ResponseShape(role="assistant", echo_prefix="", return_token_ids=False)
     completion_tokens = len(output.token_ids)
     choice = ChatCompletionResponseChoice(
         index=0,
-        message=ChatMessage(role="assistant", content=output.text),
+        message=ChatMessage(role=shape.role, content=shape.echo_prefix + output.text),
+        token_ids=list(output.token_ids) if shape.return_token_ids else None,
         logprobs=None
         if output.logprobs is None or render is None
         else chat_logprobs(output.logprobs, render),
@@ -48,6 +52,7 @@ def to_chat_completion_response(
         model=model,
         choices=[choice],
         usage=usage,
+        prompt_token_ids=list(output.prompt_token_ids) if shape.return_token_ids else None,
         prompt_logprobs=(
             None
             if output.prompt_logprobs is None or render is None

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from jaxserve.errors import InvalidRequest
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
+from jaxserve.http.protocol.completion import CompletionRequest
 from jaxserve.sampling.logprobs import TOP_LOGPROBS as MAX_TOP_LOGPROBS
 from jaxserve.sampling.params import SamplingParams
 
@@ -67,6 +70,31 @@ def requested_logprobs(request: ChatCompletionRequest) -> int | None:
     return top or 0
 
 
+def shared_sampling_fields(request: ChatCompletionRequest | CompletionRequest) -> dict[str, Any]:
+    """The SamplingParams fields that chat and legacy completions requests spell the same way."""
+    stop = request.stop
+    return {
+        "presence_penalty": request.presence_penalty or 0.0,
+        "frequency_penalty": request.frequency_penalty or 0.0,
+        "repetition_penalty": 1.0 if request.repetition_penalty is None else request.repetition_penalty,
+        "top_k": 0 if request.top_k is None else request.top_k,
+        "min_p": 0.0 if request.min_p is None else request.min_p,
+        "min_tokens": request.min_tokens,
+        "logit_bias": logit_bias_by_id(request.logit_bias),
+        "allowed_token_ids": None if request.allowed_token_ids is None else tuple(request.allowed_token_ids),
+        "bad_words": tuple(request.bad_words or ()),
+        "temperature": DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
+        "top_p": DEFAULT_TOP_P if request.top_p is None else request.top_p,
+        "seed": request.seed,
+        "stop": (stop,) if isinstance(stop, str) else tuple(stop or ()),
+        "stop_token_ids": tuple(request.stop_token_ids or ()),
+        "ignore_eos": request.ignore_eos,
+        "include_stop_str_in_output": request.include_stop_str_in_output,
+        "skip_special_tokens": request.skip_special_tokens,
+        "extra": dict(request.vllm_xargs or {}),
+    }
+
+
 def to_sampling_params(
     request: ChatCompletionRequest, *, prompt_len: int, max_model_len: int
 ) -> SamplingParams:
@@ -78,26 +106,9 @@ def to_sampling_params(
     check_prompt_fits(prompt_len, max_model_len)
     room = max_model_len - prompt_len
     wanted = requested_max_tokens(request)
-    stop = request.stop
     return SamplingParams(
-        presence_penalty=request.presence_penalty or 0.0,
-        frequency_penalty=request.frequency_penalty or 0.0,
-        repetition_penalty=1.0 if request.repetition_penalty is None else request.repetition_penalty,
-        top_k=0 if request.top_k is None else request.top_k,
-        min_p=0.0 if request.min_p is None else request.min_p,
-        min_tokens=request.min_tokens,
-        logit_bias=logit_bias_by_id(request.logit_bias),
-        allowed_token_ids=None if request.allowed_token_ids is None else tuple(request.allowed_token_ids),
-        bad_words=tuple(request.bad_words or ()),
+        **shared_sampling_fields(request),
+        max_tokens=room if wanted is None else min(wanted, room),
         logprobs=requested_logprobs(request),
         prompt_logprobs=request.prompt_logprobs,
-        max_tokens=room if wanted is None else min(wanted, room),
-        temperature=DEFAULT_TEMPERATURE if request.temperature is None else request.temperature,
-        top_p=DEFAULT_TOP_P if request.top_p is None else request.top_p,
-        seed=request.seed,
-        stop=(stop,) if isinstance(stop, str) else tuple(stop or ()),
-        stop_token_ids=tuple(request.stop_token_ids or ()),
-        ignore_eos=request.ignore_eos,
-        include_stop_str_in_output=request.include_stop_str_in_output,
-        skip_special_tokens=request.skip_special_tokens,
     )
