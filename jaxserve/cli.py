@@ -38,6 +38,21 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         help="require this bearer token on /v1 routes",
     )
     p.add_argument(
+        "--allowed-origins", nargs="*", default=["*"], help="CORS origins allowed to call the API ('*' = any)"
+    )
+    p.add_argument(
+        "--max-request-body", type=int, default=32 * 1024 * 1024, help="largest request body, bytes"
+    )
+    p.add_argument(
+        "--max-waiting-requests",
+        type=int,
+        default=256,
+        help="queued requests beyond the running ones; more get 503",
+    )
+    p.add_argument(
+        "--shutdown-timeout", type=float, default=30.0, help="seconds SIGTERM waits for running requests"
+    )
+    p.add_argument(
         "--no-warmup", action="store_true", help="compile step shapes on first use instead of at start"
     )
     p.add_argument(
@@ -82,6 +97,10 @@ def serve(args: argparse.Namespace) -> int:
         max_num_seqs=args.max_num_seqs,
         api_key=args.api_key or None,
         warmup=not args.no_warmup,
+        allowed_origins=tuple(args.allowed_origins),
+        max_request_body=args.max_request_body,
+        max_waiting_requests=args.max_waiting_requests,
+        shutdown_timeout=args.shutdown_timeout,
         compilation_cache_dir=args.compilation_cache_dir or None,
     )
     started = time.perf_counter()

@@ -47,6 +47,14 @@ class Unauthorized(JaxserveError):
     error_type = "authentication_error"
 
 
+class ServerBusy(JaxserveError):
+    """Too many requests are already queued (HTTP 503 with Retry-After); the client should retry later."""
+
+    status = 503
+    error_type = "server_busy"
+    retry_after_seconds = 1
+
+
 class EngineFault(JaxserveError):
     """The engine failed while running this request (HTTP 500); the server keeps serving others."""
 

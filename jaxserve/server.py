@@ -41,6 +41,10 @@ class ServerOptions:
     api_key: str | None = None
     warmup: bool = True
     compilation_cache_dir: str | None = None
+    allowed_origins: tuple[str, ...] = ("*",)
+    max_request_body: int = 32 * 1024 * 1024
+    max_waiting_requests: int = 256
+    shutdown_timeout: float = 30.0
 
 
 def _enable_compilation_cache(directory: str) -> None:
@@ -78,7 +82,7 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
     runner = ModelRunner(model, BucketConfig(max_num_seqs=options.max_num_seqs, max_model_len=max_model_len))
     if options.warmup:
         runner.warm_up()
-    engine = AsyncEngine(runner, tokenizer)
+    engine = AsyncEngine(runner, tokenizer, max_waiting=options.max_waiting_requests)
     engine.start()
     if options.served_model_names:
         names = list(options.served_model_names)
@@ -91,7 +95,13 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
 
 def run_server(options: ServerOptions, started: float) -> int:
     engine, names = build_engine(options)
-    app = build_app(engine, served_model_names=names, api_key=options.api_key)
+    app = build_app(
+        engine,
+        served_model_names=names,
+        api_key=options.api_key,
+        allowed_origins=options.allowed_origins,
+        max_request_bytes=options.max_request_body,
+    )
     log.info(
         "serving %s on http://%s:%d (max_model_len=%d, max_num_seqs=%d, %d step shapes compiled, warm-up %.1fs); "
         "ready %.1fs after start",
@@ -104,21 +114,34 @@ def run_server(options: ServerOptions, started: float) -> int:
         engine.runner.warmup_seconds,
         time.perf_counter() - started,
     )
-    return asyncio.run(_serve(app, options.host, options.port, engine))
+    return asyncio.run(_serve(app, options, engine))
 
 
-async def _serve(app: web.Application, host: str, port: int, engine: AsyncEngine) -> int:
+async def _serve(app: web.Application, options: ServerOptions, engine: AsyncEngine) -> int:
+    """Serve until SIGTERM/SIGINT, then drain: stop accepting, let running requests finish (up to
+    --shutdown-timeout), exit 0. A second signal skips the wait."""
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, options.host, options.port)
     await site.start()
-    stop = asyncio.Event()
+    signals = asyncio.Queue[int]()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(f"jaxserve ready on http://{host}:{port}", flush=True)
-    await stop.wait()
-    log.info("shutting down")
+        loop.add_signal_handler(sig, signals.put_nowait, sig)
+    print(f"jaxserve ready on http://{options.host}:{options.port}", flush=True)
+    received = await signals.get()
+    log.info(
+        "received %s: no new connections; draining %d request(s)",
+        signal.Signals(received).name,
+        engine.in_flight,
+    )
+    await site.stop()
+    deadline = loop.time() + options.shutdown_timeout
+    while engine.in_flight and loop.time() < deadline and signals.empty():
+        await asyncio.sleep(0.05)
+    if engine.in_flight:
+        log.warning("shutting down with %d request(s) unfinished", engine.in_flight)
     await runner.cleanup()
     engine.shutdown()
+    log.info("shut down")
     return 0

@@ -15,7 +15,7 @@ from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.engine.sequence import Sequence
 from jaxserve.engine.token_bans import bad_word_token_ids
-from jaxserve.errors import EngineFault, InvalidRequest
+from jaxserve.errors import EngineFault, InvalidRequest, ServerBusy
 from jaxserve.modeling.tokenizer import Tokenizer
 from jaxserve.sampling.bitmask import allowed_bitmask
 from jaxserve.sampling.params import SamplingParams
@@ -35,12 +35,15 @@ def seed_to_uint32(seed: int) -> int:
 class AsyncEngine:
     """Implements jaxserve.engine.protocol.EngineClient."""
 
-    def __init__(self, runner: ModelRunner, tokenizer: Tokenizer) -> None:
+    def __init__(self, runner: ModelRunner, tokenizer: Tokenizer, max_waiting: int = 256) -> None:
         self.tokenizer = tokenizer
         self.runner = runner
         self.max_model_len = runner.buckets.max_model_len
         self.core = EngineCore(runner, tokenizer.eos_token_ids)
         self._arrivals = itertools.count()
+        # Requests admitted past the queue check and not yet ended. Touched only on the event loop.
+        self.in_flight = 0
+        self.max_in_flight = runner.buckets.max_num_seqs + max_waiting
         self._stop = threading.Event()
         self._dead = False
         self._thread = threading.Thread(target=self._loop, name="jaxserve-engine", daemon=True)
@@ -104,6 +107,11 @@ class AsyncEngine:
             )
         if not self.is_healthy():
             raise EngineFault("the engine is not running", code="engine_dead")
+        if self.in_flight >= self.max_in_flight:
+            raise ServerBusy(
+                f"the server is at capacity ({self.in_flight} requests running or waiting); retry later",
+                code="queue_full",
+            )
         loop = asyncio.get_running_loop()
         outputs: asyncio.Queue[RequestOutput] = asyncio.Queue()
         # Internal ids are unique even when clients reuse a request_id.
@@ -131,6 +139,7 @@ class AsyncEngine:
             bad_words=bad_word_token_ids(self.tokenizer, params.bad_words),
         )
         finished = False
+        self.in_flight += 1
         self.core.add(seq)
         try:
             while not finished:
@@ -141,5 +150,6 @@ class AsyncEngine:
                 finished = output.finished
                 yield output
         finally:
+            self.in_flight -= 1
             if not finished:
                 self.core.abort(internal_id)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from jaxserve.http.cors import CorsPolicy
 from jaxserve.http.metrics import METRICS, ServingMetrics
 from jaxserve.http.middleware import api_key_middleware, error_middleware
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
@@ -83,7 +85,12 @@ ROUTES: tuple[ApiRoute, ...] = (
 
 
 def build_app(
-    engine: EngineClient, *, served_model_names: list[str], api_key: str | None = None
+    engine: EngineClient,
+    *,
+    served_model_names: list[str],
+    api_key: str | None = None,
+    allowed_origins: Sequence[str] = ("*",),
+    max_request_bytes: int = MAX_REQUEST_BYTES,
 ) -> web.Application:
     """The application: routes, error mapping and (when `api_key` is set) bearer-token auth on `/v1`.
 
@@ -97,7 +104,9 @@ def build_app(
         raise ValueError("api_key must not be empty (pass None to serve without one)")
     if api_key is not None:
         middlewares.append(api_key_middleware(api_key))
-    app = web.Application(middlewares=middlewares, client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(middlewares=middlewares, client_max_size=max_request_bytes)
+    if allowed_origins:
+        CorsPolicy(allowed_origins).install(app)
     app[SERVER_STATE] = ServerState(
         engine=engine, served_model_names=tuple(served_model_names), created=int(time.time())
     )

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from jaxserve.errors import InvalidRequest, JaxserveError, Unauthorized
+from jaxserve.errors import InvalidRequest, JaxserveError, ServerBusy, Unauthorized
 from jaxserve.http.protocol.base import ProtocolModel
 
 INTERNAL_ERROR_MESSAGE = "The server had an error while processing your request."
@@ -46,6 +46,8 @@ def error_body(
 def error_response(exc: JaxserveError) -> web.Response:
     """The HTTP response for a typed error."""
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
+    if isinstance(exc, ServerBusy):
+        headers = {"Retry-After": str(exc.retry_after_seconds)}
     body = error_body(exc.message, exc.error_type, exc.param, exc.code)
     return web.json_response(body, status=exc.status, headers=headers)
 

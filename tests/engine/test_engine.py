@@ -13,7 +13,7 @@ from jaxserve.engine.async_engine import AsyncEngine
 from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner
-from jaxserve.errors import InvalidRequest
+from jaxserve.errors import InvalidRequest, ServerBusy
 from jaxserve.modeling.loader import load_model
 from jaxserve.modeling.tokenizer import Tokenizer
 from jaxserve.sampling.params import SamplingParams
@@ -167,3 +167,25 @@ def test_nothing_compiles_after_warm_up(engine: AsyncEngine) -> None:
     _run(mixed())
     assert engine.runner.compile_count == runner_compiles
     assert len(_backend_compiles) == compiles_before
+
+
+def test_requests_beyond_the_queue_limit_get_server_busy(engine: AsyncEngine) -> None:
+    """With room for two requests in flight, a third is refused at once; capacity returns afterwards."""
+    saved = engine.max_in_flight
+    engine.max_in_flight = 2
+    try:
+
+        async def crowd() -> list[object]:
+            params = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
+            return await asyncio.gather(
+                *(_collect(engine, _prompt(5, i), params, f"crowd-{i}") for i in range(3)),
+                return_exceptions=True,
+            )
+
+        results = _run(crowd())
+        busy = [r for r in results if isinstance(r, ServerBusy)]
+        assert len(busy) == 1 and busy[0].status == 503
+        assert sum(isinstance(r, RequestOutput) for r in results) == 2
+        assert engine.in_flight == 0
+    finally:
+        engine.max_in_flight = saved

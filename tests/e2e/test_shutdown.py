@@ -1,0 +1,57 @@
+"""SIGTERM drains: no new connections, the running streamed request completes, the process exits 0."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import _wait_healthy, free_port
+
+
+def test_sigterm_lets_a_running_stream_finish(tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jaxserve.cli", "serve", "--port", str(port), "--no-warmup",
+             "--max-num-seqs", "2", "--shutdown-timeout", "120"],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log_path)
+        body = {"messages": [{"role": "user", "content": "Tell me a story."}], "stream": True,
+                "max_tokens": 40, "ignore_eos": True, "temperature": 0}  # fmt: skip
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=300) as stream:
+            first = stream.readline()
+            assert first.startswith(b"data: ")
+            proc.send_signal(signal.SIGTERM)
+            rest = stream.read().decode()
+        events = [
+            line[len("data: ") :]
+            for line in (first.decode() + rest).splitlines()
+            if line.startswith("data: ")
+        ]
+        assert events[-1] == "[DONE]"
+        finishes = [
+            json.loads(e)["choices"][0].get("finish_reason") for e in events[:-1] if json.loads(e)["choices"]
+        ]
+        assert finishes[-1] == "length"
+        assert proc.wait(timeout=120) == 0
+        with pytest.raises(OSError):  # the port no longer accepts connections
+            urllib.request.urlopen(f"{url}/health", timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
