@@ -92,3 +92,23 @@ def test_fields_meaningless_here_are_refused_with_a_reason(
     status, _, body = chat(server, **{field: value})
     assert status == 400 and body["error"]["param"] == field
     assert "not supported by this server yet" not in body["error"]["message"]
+
+
+def test_tool_call_history_renders_through_the_template(server: RunningServer, tokenizer: Tokenizer) -> None:
+    call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+    }
+    messages = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": '{"temperature": 21}', "tool_call_id": "call_1"},
+    ]
+    status, _, body = chat(server, messages=messages, return_token_ids=True)
+    assert status == 200, body
+    expected = tokenizer.apply_chat_template(
+        [messages[0], {"role": "assistant", "content": "", "tool_calls": [call]}, messages[2]],
+        add_generation_prompt=True,
+    )
+    assert body["prompt_token_ids"] == expected

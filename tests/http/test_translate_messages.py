@@ -94,15 +94,8 @@ def test_unknown_part_types_are_refused_naming_the_type() -> None:
 @pytest.mark.parametrize(
     ("message", "param"),
     [
-        ({"role": "tool", "content": "42", "tool_call_id": "call_1"}, "messages.0.role"),
-        ({"role": "function", "content": "42", "name": "f"}, "messages.0.role"),
-        (
-            {"role": "assistant", "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
-            "messages.0.tool_calls",
-        ),
         ({"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}}, "messages.0.function_call"),
         ({"role": "assistant", "audio": {"id": "a1"}}, "messages.0.audio"),
-        ({"role": "ipython", "content": "x", "tool_call_id": "call_1"}, "messages.0.tool_call_id"),
         (
             {"role": "ipython", "content": "x", "tools": [{"type": "function", "function": {"name": "f"}}]},
             "messages.0.tools",
@@ -117,6 +110,22 @@ def test_tool_use_and_harmony_messages_are_refused_for_now(message: dict[str, An
     assert caught.value.param == param
     assert caught.value.status == 400
     assert "not supported by this server yet" in caught.value.message
+
+
+def test_tool_history_is_passed_to_the_template() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+    assert template_messages({"role": "assistant", "content": None, "tool_calls": [call]}) == [
+        {"role": "assistant", "content": "", "tool_calls": [call]}
+    ]
+    assert template_messages({"role": "tool", "content": "42", "tool_call_id": "call_1"}) == [
+        {"role": "tool", "content": "42", "tool_call_id": "call_1"}
+    ]
+    assert template_messages({"role": "function", "content": "42", "name": "f"}) == [
+        {"role": "function", "content": "42", "name": "f"}
+    ]
+    assert template_messages({"role": "ipython", "content": "x", "tool_call_id": "c"}) == [
+        {"role": "ipython", "content": "x", "tool_call_id": "c"}
+    ]
 
 
 def test_non_string_reasoning_is_refused() -> None:

@@ -22,14 +22,13 @@ from jaxserve.http.protocol.content import (
 )
 from jaxserve.http.protocol.messages import (
     ChatCompletionAssistantMessageParam,
-    ChatCompletionFunctionMessageParam,
     ChatCompletionMessageParam,
     ChatCompletionToolMessageParam,
     CustomChatCompletionMessageParam,
     HarmonyMessage,
 )
 
-TOOLS_LATER = "is not supported by this server yet (tool calling comes later)"
+TOOLS_LATER = "is not supported by this server yet (tool declarations come with tool calling)"
 
 
 def to_template_messages(messages: Sequence[ChatCompletionMessageParam]) -> list[dict[str, Any]]:
@@ -40,16 +39,25 @@ def to_template_messages(messages: Sequence[ChatCompletionMessageParam]) -> list
 def _template_message(message: ChatCompletionMessageParam, path: str) -> dict[str, Any]:
     if isinstance(message, HarmonyMessage):
         raise UnsupportedField(path, "is a harmony-format message, which is not supported by this server yet")
-    if isinstance(message, ChatCompletionToolMessageParam | ChatCompletionFunctionMessageParam):
-        raise UnsupportedField(f"{path}.role", f"with value '{message.role}' {TOOLS_LATER}")
-    _refuse_tool_use(message, path)
-
+    _refuse_unsupported(message, path)
     result: dict[str, Any] = {
         "role": message.role,
         "content": message_text(message.content, f"{path}.content"),
     }
+    if isinstance(message, ChatCompletionToolMessageParam):
+        # A tool result from an earlier turn: templates match it to its call by id (vLLM passes it on).
+        result["tool_call_id"] = message.tool_call_id
+        return result
     if message.name is not None:
         result["name"] = message.name
+    if isinstance(message, CustomChatCompletionMessageParam) and message.tool_call_id is not None:
+        result["tool_call_id"] = message.tool_call_id
+    if (
+        isinstance(message, ChatCompletionAssistantMessageParam | CustomChatCompletionMessageParam)
+        and message.tool_calls
+    ):
+        # Earlier turns' calls, rendered by the template; the tokenizer parses their JSON arguments.
+        result["tool_calls"] = [call.model_dump(exclude_none=True) for call in message.tool_calls]
     if isinstance(message, ChatCompletionAssistantMessageParam):
         reasoning = _assistant_reasoning(message, path)
         if reasoning is not None:
@@ -59,19 +67,14 @@ def _template_message(message: ChatCompletionMessageParam, path: str) -> dict[st
     return result
 
 
-def _refuse_tool_use(message: BaseModel, path: str) -> None:
-    """Tool calls, tool results and tool declarations inside messages all wait for tool calling."""
+def _refuse_unsupported(message: BaseModel, path: str) -> None:
+    """What a message may carry that this server cannot put into a prompt faithfully yet."""
     if isinstance(message, ChatCompletionAssistantMessageParam):
         if message.audio is not None:
             raise UnsupportedField(f"{path}.audio")
         if message.function_call is not None:
             raise UnsupportedField(f"{path}.function_call", TOOLS_LATER)
-    if isinstance(message, ChatCompletionAssistantMessageParam | CustomChatCompletionMessageParam):
-        if message.tool_calls:  # an empty list is no tool call; vLLM drops it too
-            raise UnsupportedField(f"{path}.tool_calls", TOOLS_LATER)
     if isinstance(message, CustomChatCompletionMessageParam):
-        if message.tool_call_id is not None:
-            raise UnsupportedField(f"{path}.tool_call_id", TOOLS_LATER)
         if message.tools:
             raise UnsupportedField(f"{path}.tools", TOOLS_LATER)
     elif (message.model_extra or {}).get("tools"):
