@@ -124,14 +124,21 @@ FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
             {}, reason="applies to multimodal input, which this text-only model does not accept"
         ),
         "structured_outputs": not_yet(),
-        "priority": not_yet(0),
+        "priority": FieldPolicy(
+            Support.NOT_YET,
+            "0 only: requests are scheduled first come, first served (vLLM refuses priorities under FCFS too)",
+            (0,),
+            "other than 0 needs priority scheduling, which this server does not have yet",
+        ),
         "request_id": supported("the response id is chatcmpl-<X-Request-Id header or request_id>"),
         "logits_processors": refused(
             [], reason="names server-side Python logits processors, which this server does not load"
         ),
         "return_tokens_as_token_ids": supported("logprob tokens rendered as token_id:N"),
         "return_token_ids": supported("choice token_ids and prompt_token_ids in the response"),
-        "cache_salt": not_yet(),
+        "cache_salt": supported(
+            "accepted and passed to the engine; there is no prefix cache yet, so no request shares cached state"
+        ),
         "kv_transfer_params": refused(
             {}, reason="needs a disaggregated prefill/decode deployment, which this server is not"
         ),
