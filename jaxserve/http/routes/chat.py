@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -52,7 +53,9 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     model = state.resolve_model(chat.model)
     prompt = chat_prompt(chat)  # every refusal that needs no model happens here, before the engine
     engine = state.engine
-    inputs = engine_input(chat, prompt, engine.tokenizer, engine.max_model_len)
+    # Rendering and tokenising a long conversation takes milliseconds of CPU: off the event loop, so
+    # streams of other requests keep flowing meanwhile.
+    inputs = await asyncio.to_thread(engine_input, chat, prompt, engine.tokenizer, engine.max_model_len)
     shape = response_shape(chat, prompt)
 
     base_id = base_request_id(request, chat.request_id)

@@ -72,7 +72,7 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     model = state.resolve_model(completion.model)
     check_completion_request(completion)  # every refusal that needs no tokenizer happens here
     engine = state.engine
-    inputs = completion_inputs(completion, engine.tokenizer, engine.max_model_len)
+    inputs = await asyncio.to_thread(completion_inputs, completion, engine.tokenizer, engine.max_model_len)
 
     base_id = base_request_id(request, completion.request_id)
     response_id = f"cmpl-{base_id}"
