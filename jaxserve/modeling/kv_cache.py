@@ -29,10 +29,6 @@ class SlotKVCache:
             layers=tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_layers))
         )
 
-    @staticmethod
-    def bytes_needed(cfg: ModelConfig, num_slots: int, max_len: int, dtype: jnp.dtype) -> int:
-        return 2 * cfg.num_layers * num_slots * max_len * cfg.kv_size * jnp.dtype(dtype).itemsize
-
 
 def write_rows(
     layer_cache: tuple[jax.Array, jax.Array],

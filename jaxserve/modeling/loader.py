@@ -37,9 +37,6 @@ class LoadedModel:
     source_format: str
     load_seconds: float
 
-    def module(self) -> Decoder:
-        return nnx.merge(self.graphdef, self.state)
-
 
 def load_model(
     source: str | Path | GGUFCheckpoint | SafetensorsCheckpoint, dtype: str | None = None
