@@ -35,7 +35,16 @@ def seed_to_uint32(seed: int) -> int:
 class AsyncEngine:
     """Implements jaxserve.engine.protocol.EngineClient."""
 
-    def __init__(self, runner: ModelRunner, tokenizer: Tokenizer, max_waiting: int = 256) -> None:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        tokenizer: Tokenizer,
+        max_waiting: int = 256,
+        scheduling_policy: str = "fcfs",
+    ) -> None:
+        if scheduling_policy not in ("fcfs", "priority"):
+            raise ValueError(f"unknown scheduling policy {scheduling_policy!r}")
+        self.scheduling_policy = scheduling_policy
         self.tokenizer = tokenizer
         self.runner = runner
         self.max_model_len = runner.buckets.max_model_len
@@ -95,9 +104,20 @@ class AsyncEngine:
         return params.max_tokens
 
     async def generate(
-        self, request_id: str, prompt_token_ids: list[int], params: SamplingParams
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        *,
+        priority: int = 0,
+        cache_salt: str | None = None,
     ) -> AsyncIterator[RequestOutput]:
         """Queue the request and yield its outputs; closing early aborts it and frees its slot."""
+        if priority != 0 and self.scheduling_policy != "priority":
+            raise InvalidRequest(
+                f"priority {priority} needs the server started with --scheduling-policy priority",
+                param="priority",
+            )
         max_tokens = self.validate_prompt(prompt_token_ids, params)
         params.validate_for_vocab(self.runner.vocab_size)
         if params.min_tokens > max_tokens:
@@ -137,6 +157,8 @@ class AsyncEngine:
                 else None
             ),
             bad_words=bad_word_token_ids(self.tokenizer, params.bad_words),
+            priority=priority,
+            cache_salt=cache_salt,
         )
         finished = False
         self.in_flight += 1

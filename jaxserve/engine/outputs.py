@@ -41,5 +41,7 @@ class RequestOutput:
     stop_reason: int | str | None = None
     logprobs: tuple[TokenLogprob, ...] | None = None
     prompt_logprobs: tuple[TokenLogprob | None, ...] | None = None
+    # Prompt tokens whose keys/values came from the prefix cache instead of being computed.
+    num_cached_tokens: int = 0
     # Set when the engine failed this request (a fault in its step); the HTTP layer answers 500.
     error: str | None = None

@@ -37,6 +37,8 @@ class Sequence:
     arrival: int = 0  # admission order: prefill chunks are fed first come, first served
     allowed_bitmask: np.ndarray | None = None  # from allowed_token_ids; None = every token
     bad_words: tuple[tuple[int, ...], ...] = ()
+    priority: int = 0  # lower runs first under the priority policy
+    cache_salt: str | None = None  # prefix-cache entries are shared only under the same salt
     status: SequenceStatus = SequenceStatus.WAITING
     slot: int | None = None
     num_prompt_computed: int = 0
