@@ -2,8 +2,8 @@
 
     python benchmarks/decode_speed.py [--model PATH] [--batch 1 8] [--steps 64] [--context 128]
 
-Runs the same jitted step the server runs (prefill chunk, then decode steps over cache slots), with
-greedy sampling. Results are printed, never asserted.
+Runs the same jitted step the server runs (prefill chunk, then decode steps over each sequence's
+KV-cache pages), with greedy sampling. Results are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -35,24 +35,30 @@ def main() -> None:
         f"model loaded in {time.perf_counter() - started:.1f}s ({model.config.architecture}, {model.dtype.__name__})"
     )
     max_batch = max(args.batch)
-    runner = ModelRunner(model, BucketConfig(max_num_seqs=max_batch, max_model_len=2048))
+    buckets = BucketConfig(max_num_seqs=max_batch, max_model_len=2048)
+    per_seq = buckets.max_pages_per_seq
+    runner = ModelRunner(model, buckets, max_batch * per_seq)
+    tables = [list(range(slot * per_seq, (slot + 1) * per_seq)) for slot in range(max_batch)]
     greedy = SamplingParams(temperature=0.0)
     prompt = [(17 * i + 3) % model.config.vocab_size for i in range(args.context)]
     for slot in range(max_batch):
-        runner.start_sequence(slot, greedy, prompt)
-        runner.prefill_chunk(slot, RowInput(prompt, 0, greedy, 0, 0))
+        runner.start_sequence(slot, greedy, prompt, [])
+        runner.prefill_chunk(RowInput(prompt, 0, greedy, 0, 0, slot, tables[slot]))
+
+    def rows(tokens: list[int], position: int, generated: int) -> list[RowInput]:
+        return [RowInput([t], position, greedy, 0, generated, i, tables[i]) for i, t in enumerate(tokens)]
+
     print(f"{'batch':>5} {'compile s':>9} {'step ms':>8} {'tok/s':>8}")
     for batch in args.batch:
         tokens = [1] * batch
         compiles_before = runner.compile_seconds
         position = args.context
-        runner.decode([RowInput([t], position, greedy, 0, 0) for t in tokens])  # compile + first run
+        runner.decode(rows(tokens, position, 0))  # compile + first run
         compile_s = runner.compile_seconds - compiles_before
         start = time.perf_counter()
         for step in range(args.steps):
             position = args.context + 1 + step
-            out = runner.decode([RowInput([t], position, greedy, 0, step) for t in tokens])
-            tokens = [o.token if o is not None else 0 for o in out]
+            tokens = [o.token for o in runner.decode(rows(tokens, position, step))]
         elapsed = time.perf_counter() - start
         print(
             f"{batch:>5} {compile_s:>9.1f} {elapsed / args.steps * 1000:>8.1f} {batch * args.steps / elapsed:>8.1f}"

@@ -31,7 +31,36 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         type=int,
         help="context window in tokens (default: the model's, at most 2048 on CPU)",
     )
-    p.add_argument("--max-num-seqs", type=int, default=8, help="sequences decoded together (KV cache slots)")
+    p.add_argument("--max-num-seqs", type=int, default=8, help="most sequences running (decoded) together")
+    p.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        default=512,
+        help="per-step token budget: one per decoding sequence, the rest for prompt chunks",
+    )
+    p.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache page")
+    p.add_argument(
+        "--kv-cache-memory",
+        help="KV-cache pool size, e.g. 2GiB (default: a fraction of free memory, see --kv-cache-memory-fraction)",
+    )
+    p.add_argument(
+        "--kv-cache-memory-fraction",
+        type=float,
+        help="share of device memory for weights plus KV cache (default 0.9 on TPU/GPU; on CPU 0.25 of "
+        "available RAM, capped at twice what --max-num-seqs full-length sequences need)",
+    )
+    p.add_argument(
+        "--scheduling-policy",
+        choices=["fcfs", "priority"],
+        default="fcfs",
+        help="fcfs: first come first served; priority: lower request `priority` first, preempting",
+    )
+    p.add_argument(
+        "--no-enable-prefix-caching",
+        dest="enable_prefix_caching",
+        action="store_false",
+        help="do not share KV-cache pages between requests with a common prompt prefix",
+    )
     p.add_argument(
         "--api-key",
         default=os.environ.get("JAXSERVE_API_KEY"),
@@ -95,6 +124,12 @@ def serve(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        block_size=args.block_size,
+        kv_cache_memory=args.kv_cache_memory,
+        kv_cache_memory_fraction=args.kv_cache_memory_fraction,
+        scheduling_policy=args.scheduling_policy,
+        enable_prefix_caching=args.enable_prefix_caching,
         api_key=args.api_key or None,
         warmup=not args.no_warmup,
         allowed_origins=tuple(args.allowed_origins),

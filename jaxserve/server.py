@@ -10,15 +10,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 from aiohttp import web
 
 from jaxserve.engine.async_engine import AsyncEngine
 from jaxserve.engine.buckets import BucketConfig
+from jaxserve.engine.kv_memory import free_device_bytes, num_kv_pages, parse_size
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.errors import ModelLoadError
 from jaxserve.http.app import build_app
 from jaxserve.modeling.checkpoint import GGUFCheckpoint, open_checkpoint
+from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.default_model import DEFAULT_SERVED_NAME, default_model_path
+from jaxserve.modeling.kv_cache import page_bytes
 from jaxserve.modeling.loader import load_model
 from jaxserve.modeling.tokenizer import Tokenizer
 
@@ -38,6 +42,12 @@ class ServerOptions:
     dtype: str | None = None
     max_model_len: int | None = None
     max_num_seqs: int = 8
+    max_num_batched_tokens: int = 512
+    block_size: int = 16
+    kv_cache_memory: str | None = None
+    kv_cache_memory_fraction: float | None = None
+    scheduling_policy: str = "fcfs"
+    enable_prefix_caching: bool = True
     api_key: str | None = None
     warmup: bool = True
     compilation_cache_dir: str | None = None
@@ -52,6 +62,28 @@ def _enable_compilation_cache(directory: str) -> None:
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+CPU_KV_MEMORY_FRACTION = 0.25
+ACCELERATOR_MEMORY_FRACTION = 0.9
+
+
+def _kv_cache_pages(options: ServerOptions, cfg: ModelConfig, dtype: jnp.dtype, buckets: BucketConfig) -> int:
+    """The page pool size: --kv-cache-memory, else a fraction of free memory (on CPU capped at twice what
+    max_num_seqs full-length sequences need: RAM is shared with everything else on a laptop)."""
+    one_page = page_bytes(cfg, buckets.page_size, dtype)
+    if options.kv_cache_memory is not None:
+        return num_kv_pages(parse_size(options.kv_cache_memory), one_page, at_least=buckets.max_pages_per_seq)
+    on_cpu = jax.default_backend() == "cpu"
+    fraction = options.kv_cache_memory_fraction
+    if fraction is None:
+        fraction = CPU_KV_MEMORY_FRACTION if on_cpu else ACCELERATOR_MEMORY_FRACTION
+    if not 0 < fraction <= 1:
+        raise ValueError(f"--kv-cache-memory-fraction must be in (0, 1], got {fraction}")
+    cap = 2 * buckets.max_num_seqs * buckets.max_pages_per_seq if on_cpu else None
+    return num_kv_pages(
+        free_device_bytes(fraction), one_page, at_least=buckets.max_pages_per_seq, at_most=cap
+    )
 
 
 def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
@@ -77,12 +109,32 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
         max_model_len = min(context, CPU_DEFAULT_MAX_MODEL_LEN)
     else:
         max_model_len = context
-    if options.max_num_seqs < 1:
-        raise ModelLoadError("--max-num-seqs must be at least 1")
-    runner = ModelRunner(model, BucketConfig(max_num_seqs=options.max_num_seqs, max_model_len=max_model_len))
+    try:
+        buckets = BucketConfig(
+            max_num_seqs=options.max_num_seqs,
+            max_model_len=max_model_len,
+            page_size=options.block_size,
+            max_num_batched_tokens=options.max_num_batched_tokens,
+        )
+        num_pages = _kv_cache_pages(options, model.config, model.dtype, buckets)
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    log.info(
+        "KV cache: %d pages of %d tokens (%.0f MiB)",
+        num_pages,
+        buckets.page_size,
+        num_pages * page_bytes(model.config, buckets.page_size, model.dtype) / 2**20,
+    )
+    runner = ModelRunner(model, buckets, num_pages)
     if options.warmup:
         runner.warm_up()
-    engine = AsyncEngine(runner, tokenizer, max_waiting=options.max_waiting_requests)
+    engine = AsyncEngine(
+        runner,
+        tokenizer,
+        max_waiting=options.max_waiting_requests,
+        scheduling_policy=options.scheduling_policy,
+        enable_prefix_caching=options.enable_prefix_caching,
+    )
     engine.start()
     if options.served_model_names:
         names = list(options.served_model_names)

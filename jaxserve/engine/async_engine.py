@@ -9,10 +9,12 @@ import secrets
 import threading
 from collections.abc import AsyncIterator
 
+from jaxserve.engine.block_pool import BlockPool
 from jaxserve.engine.core import EngineCore
 from jaxserve.engine.detokenizer import IncrementalDetokenizer
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner
+from jaxserve.engine.scheduler import Scheduler
 from jaxserve.engine.sequence import Sequence
 from jaxserve.engine.token_bans import bad_word_token_ids
 from jaxserve.errors import EngineFault, InvalidRequest, ServerBusy
@@ -41,14 +43,16 @@ class AsyncEngine:
         tokenizer: Tokenizer,
         max_waiting: int = 256,
         scheduling_policy: str = "fcfs",
+        enable_prefix_caching: bool = True,
     ) -> None:
-        if scheduling_policy not in ("fcfs", "priority"):
-            raise ValueError(f"unknown scheduling policy {scheduling_policy!r}")
         self.scheduling_policy = scheduling_policy
         self.tokenizer = tokenizer
         self.runner = runner
         self.max_model_len = runner.buckets.max_model_len
-        self.core = EngineCore(runner, tokenizer.eos_token_ids)
+        pool = BlockPool(runner.num_pages, enable_prefix_caching=enable_prefix_caching)
+        self.core = EngineCore(
+            runner, Scheduler(runner.buckets, pool, scheduling_policy), tokenizer.eos_token_ids
+        )
         self._arrivals = itertools.count()
         # Requests admitted past the queue check and not yet ended. Touched only on the event loop.
         self.in_flight = 0

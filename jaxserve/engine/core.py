@@ -1,17 +1,15 @@
-"""The synchronous engine: admits requests into cache slots and advances them one step at a time.
+"""The synchronous engine: runs the scheduler's plan on the model runner, one step at a time.
 
-Runs on its own thread (see async_engine). Each step feeds at most one prefill chunk (so running
-decodes keep a bounded inter-token latency while a long prompt arrives) and one decode step over
-every sequence that has its prompt in the cache.
+Runs on its own thread (see async_engine). A step feeds the prompt chunks the scheduler picked (within
+the per-step token budget, so running decodes keep a bounded inter-token latency while a long prompt
+arrives) and one decode step over every sequence that has its prompt in the cache.
 """
 
 from __future__ import annotations
 
 import functools
-import heapq
 import logging
 import queue
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +17,7 @@ import numpy as np
 
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner, RowInput, RowOutput
+from jaxserve.engine.scheduler import PrefillChunk, Scheduler
 from jaxserve.engine.sequence import Sequence, SequenceStatus
 from jaxserve.engine.token_bans import step_bitmask
 
@@ -36,16 +35,13 @@ class _Abort:
 
 
 class EngineCore:
-    """Owns the waiting queue, the slot table and the runner; only the engine thread calls step()."""
+    """Owns the scheduler and the runner; only the engine thread calls step()."""
 
-    def __init__(self, runner: ModelRunner, eos_token_ids: frozenset[int]) -> None:
+    def __init__(self, runner: ModelRunner, scheduler: Scheduler, eos_token_ids: frozenset[int]) -> None:
         self.runner = runner
+        self.scheduler = scheduler
         self.eos_token_ids = eos_token_ids
         self.max_model_len = runner.buckets.max_model_len
-        self.waiting: deque[Sequence] = deque()
-        self.by_slot: dict[int, Sequence] = {}
-        self._free_slots = list(range(runner.buckets.max_num_seqs))
-        heapq.heapify(self._free_slots)
         self._inbox: queue.SimpleQueue[_Add | _Abort] = queue.SimpleQueue()
 
     # -- called from any thread
@@ -58,18 +54,22 @@ class EngineCore:
     # -- engine thread only
     @property
     def num_running(self) -> int:
-        return len(self.by_slot)
+        return self.scheduler.num_running
 
     @property
     def num_waiting(self) -> int:
-        return len(self.waiting)
+        return self.scheduler.num_waiting
 
     @property
     def num_free_slots(self) -> int:
-        return len(self._free_slots)
+        return self.scheduler.num_free_slots
+
+    @property
+    def kv_cache_usage(self) -> float:
+        return self.scheduler.pool.usage
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.by_slot)
+        return self.scheduler.has_work()
 
     def drain_inbox(self, block: bool, timeout: float | None = None) -> None:
         """Apply queued adds and aborts; with block=True, wait for at least one message first."""
@@ -79,79 +79,82 @@ class EngineCore:
             return
         while True:
             if isinstance(message, _Add):
-                self.waiting.append(message.seq)
+                self.scheduler.add(message.seq)
             else:
-                self._abort_now(message.request_id)
+                seq = self.scheduler.find(message.request_id)
+                if seq is not None:
+                    self.scheduler.finish(seq)
             try:
                 message = self._inbox.get_nowait()
             except queue.Empty:
                 return
 
     def step(self) -> None:
-        """Admit, feed one prefill chunk, decode once. Faults fail the sequences they touched."""
-        self._admit()
-        prefilling = [s for s in self.by_slot.values() if s.status is SequenceStatus.PREFILLING]
-        if prefilling:
-            seq = min(prefilling, key=lambda s: s.arrival)  # first come, first served
-            self._guarded([seq], lambda: self._prefill(seq))
-        decoding = [s for s in self.by_slot.values() if s.status is SequenceStatus.DECODING]
+        """Schedule, then run the planned prefill chunks and one decode. Faults fail the sequences they touched."""
+        plan = self.scheduler.schedule()
+        for seq in plan.preempted:
+            log.info("preempted %s (out of KV-cache pages); it will be recomputed", seq.request_id)
+        for seq in plan.admitted:
+            assert seq.slot is not None
+            self._guarded(
+                [seq],
+                functools.partial(
+                    self.runner.start_sequence, seq.slot, seq.params, seq.prompt_ids, seq.output_ids
+                ),
+            )
+        for chunk in plan.prefills:
+            if chunk.seq.status is SequenceStatus.PREFILLING:  # not failed by a fault above
+                self._guarded([chunk.seq], functools.partial(self._prefill, chunk))
+        decoding = [s for s in plan.decodes if s.status is SequenceStatus.DECODING]
         if decoding:
             self._guarded(decoding, lambda: self._decode(decoding))
 
-    def _admit(self) -> None:
-        while self.waiting and self._free_slots:
-            seq = self.waiting.popleft()
-            seq.slot = heapq.heappop(self._free_slots)
-            seq.status = SequenceStatus.PREFILLING
-            self.by_slot[seq.slot] = seq
-            self._guarded(
-                [seq], functools.partial(self.runner.start_sequence, seq.slot, seq.params, seq.prompt_ids)
-            )
-
-    def _prefill(self, seq: Sequence) -> None:
+    def _prefill(self, chunk: PrefillChunk) -> None:
+        seq, start, count = chunk.seq, chunk.start, chunk.num_tokens
         assert seq.slot is not None
-        remaining = len(seq.prompt_ids) - seq.num_prompt_computed
-        chunk = min(remaining, self.runner.buckets.chunk_for(remaining))
-        start = seq.num_prompt_computed
-        ends_prompt = start + chunk == len(seq.prompt_ids)
+        ends = chunk.ends_prefill
+        samples_first_token = ends and not seq.output_ids  # a resumed sequence already has its tokens
+        want_prompt_logprobs = seq.params.prompt_logprobs is not None and not seq.output_ids
         row = RowInput(
-            seq.prompt_ids[start : start + chunk],
+            seq.token_ids(start, start + count),
             start,
             seq.params,
             seq.seed,
             0,
-            bitmask=self._bitmask(seq) if ends_prompt else None,
-            counted=ends_prompt,
-            next_ids=seq.prompt_ids[start + 1 : start + chunk + 1]
-            if seq.params.prompt_logprobs is not None
-            else None,
+            seq.slot,
+            seq.block_table,
+            bitmask=self._bitmask(seq) if samples_first_token else None,
+            counted=samples_first_token,
+            next_ids=seq.prompt_ids[start + 1 : start + count + 1] if want_prompt_logprobs else None,
         )
-        sampled, prompt_rows = self.runner.prefill_chunk(seq.slot, row)
+        sampled, prompt_rows = self.runner.prefill_chunk(row)
         if prompt_rows is not None:
             seq.record_prompt_logprobs(start, prompt_rows)
-        seq.num_prompt_computed += chunk
-        if ends_prompt:
+        self.scheduler.computed(seq, count)
+        if ends:
             seq.status = SequenceStatus.DECODING
-            self._record(seq, sampled)
+            if samples_first_token:
+                self._record(seq, sampled)
 
     def _decode(self, decoding: list[Sequence]) -> None:
-        width = max(s.slot for s in decoding if s.slot is not None) + 1
-        rows: list[RowInput | None] = [None] * width
+        rows = []
         for seq in decoding:
             assert seq.slot is not None
-            rows[seq.slot] = RowInput(
-                [seq.output_ids[-1]],
-                seq.num_tokens - 1,
-                seq.params,
-                seq.seed,
-                len(seq.output_ids),
-                bitmask=self._bitmask(seq),
+            rows.append(
+                RowInput(
+                    [seq.output_ids[-1]],
+                    seq.num_tokens - 1,
+                    seq.params,
+                    seq.seed,
+                    len(seq.output_ids),
+                    seq.slot,
+                    seq.block_table,
+                    bitmask=self._bitmask(seq),
+                )
             )
         sampled = self.runner.decode(rows)
-        for seq in decoding:
-            assert seq.slot is not None
-            out = sampled[seq.slot]
-            assert out is not None
+        for seq, out in zip(decoding, sampled, strict=True):
+            self.scheduler.computed(seq, 1)
             self._record(seq, out)
 
     def _bitmask(self, seq: Sequence) -> np.ndarray | None:
@@ -163,7 +166,7 @@ class EngineCore:
         decision = seq.append_token(sampled, self.eos_token_ids, self.max_model_len)
         output = seq.make_output(decision)
         if decision is not None:
-            self._release(seq)
+            self.scheduler.finish(seq)
         if output is not None:
             seq.emit(output)
 
@@ -177,7 +180,7 @@ class EngineCore:
                     self._fail(seq, "the engine failed while running this request")
 
     def _fail(self, seq: Sequence, message: str) -> None:
-        self._release(seq)
+        self.scheduler.finish(seq)
         seq.emit(
             RequestOutput(
                 request_id=seq.request_id,
@@ -191,19 +194,3 @@ class EngineCore:
                 error=message,
             )
         )
-
-    def _release(self, seq: Sequence) -> None:
-        seq.status = SequenceStatus.FINISHED
-        if seq.slot is not None:
-            self.by_slot.pop(seq.slot, None)
-            heapq.heappush(self._free_slots, seq.slot)
-            seq.slot = None
-
-    def _abort_now(self, request_id: str) -> None:
-        for seq in list(self.waiting):
-            if seq.request_id == request_id:
-                self.waiting.remove(seq)
-                seq.status = SequenceStatus.FINISHED
-        for seq in list(self.by_slot.values()):
-            if seq.request_id == request_id:
-                self._release(seq)

@@ -1,6 +1,6 @@
 """The model runner: packs scheduled work into bucketed device arrays and calls one jitted step.
 
-Each (batch, tokens, kv_len) shape is compiled ahead of time once and kept, so the runner knows
+Each (batch, tokens, pages) shape is compiled ahead of time once and kept, so the runner knows
 exactly how many compilations happened and can refuse none after warm-up.
 """
 
@@ -18,9 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxserve.engine.buckets import BucketConfig, bucket_for
+from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.step import PromptLogprobs, SlotSamplingState, StepInputs, init_slot, model_step
-from jaxserve.modeling.kv_cache import SlotKVCache
+from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.modeling.loader import LoadedModel
 from jaxserve.sampling.batch import SamplingBatch
 from jaxserve.sampling.bitmask import bitmask_width, full_bitmask
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 class RowInput:
     """One row of a step: the tokens to feed, the position of the first, and how to sample after them.
 
-    `bitmask` ([W] int32 words) restricts the sampled token (None: any token); `counted` says whether
+    `slot` is the sequence's sampler-state row, `block_table` its KV-cache pages (covering every fed
+    position). `bitmask` ([W] int32 words) restricts the sampled token (None: any token); `counted` says whether
     the sampled token becomes output (False for a prompt chunk that does not end the prompt).
     `next_ids` (prefill with prompt logprobs only) is the prompt token after each fed token.
     """
@@ -44,6 +45,8 @@ class RowInput:
     params: SamplingParams
     seed: int
     generated: int
+    slot: int
+    block_table: list[int]
     bitmask: np.ndarray | None = None
     counted: bool = True
     next_ids: list[int] | None = None
@@ -71,20 +74,17 @@ class PromptLogprobRows:
 
 
 class ModelRunner:
-    """Owns the weights, the KV cache, the per-slot sampler state and the compiled step executables."""
+    """Owns the weights, the paged KV cache, the per-slot sampler state and the compiled step executables."""
 
-    def __init__(self, model: LoadedModel, buckets: BucketConfig) -> None:
+    def __init__(self, model: LoadedModel, buckets: BucketConfig, num_pages: int) -> None:
         self.model = model
         self.buckets = buckets
+        self.num_pages = num_pages
         self.vocab_size = model.config.vocab_size
-        self.cache = SlotKVCache.allocate(
-            model.config, buckets.max_num_seqs, buckets.max_model_len, model.dtype
-        )
+        self.cache = PagedKVCache.allocate(model.config, num_pages, buckets.page_size, model.dtype)
         self.sampler_state = SlotSamplingState.allocate(buckets.max_num_seqs, self.vocab_size)
         self.full_bitmask = full_bitmask(self.vocab_size)
-        self._jitted = jax.jit(
-            model_step, static_argnums=(0,), static_argnames=("kv_len",), donate_argnums=(2, 3)
-        )
+        self._jitted = jax.jit(model_step, static_argnums=(0,), donate_argnums=(2, 3))
         self._init_slot = jax.jit(init_slot, donate_argnums=(0,))
         self._compiled: dict[tuple[int, int, int], Any] = {}
         self._compile_lock = threading.Lock()
@@ -93,23 +93,20 @@ class ModelRunner:
         self.warmup_seconds = 0.0  # wall time of warm_up()
         self.frozen = False  # set after warm-up: a new shape is then a bug to report, not to absorb
 
-    @property
-    def pad_position(self) -> int:
-        """Padding tokens sit at a position past the cache end, so their key/value writes are dropped."""
-        return self.buckets.max_model_len
+    # Padding tokens sit at a position past any block table's span, so their key/value writes are dropped.
+    PAD_POSITION = 1 << 30
 
     # ---------------------------------------------------------------- compilation
 
-    def _executable(self, batch: int, tokens: int, kv_len: int) -> Any:
-        key = (batch, tokens, kv_len)
+    def _executable(self, key: tuple[int, int, int]) -> Any:
         exe = self._compiled.get(key)
         if exe is None:
             exe = self._compile(key)
         return exe
 
     def _compile(self, key: tuple[int, int, int]) -> Any:
-        """Lower and compile one (batch, tokens, kv_len) step shape, counting it."""
-        batch, tokens, kv_len = key
+        """Lower and compile one (batch, tokens, pages) step shape, counting it."""
+        batch, tokens, pages = key
         if self.frozen:
             log.warning("compiling step shape %s after warm-up", key)
         start = time.perf_counter()
@@ -118,21 +115,20 @@ class ModelRunner:
             self.model.state,
             self.cache,
             self.sampler_state,
-            self._pack([None] * batch, tokens, 0, want_prompt_logprobs=False),
-            kv_len=kv_len,
+            self._pack([], key, want_prompt_logprobs=False),
         ).compile()
         elapsed = time.perf_counter() - start
         with self._compile_lock:
             self.compile_count += 1
             self.compile_seconds += elapsed
             self._compiled[key] = exe
-        log.info("compiled step batch=%d tokens=%d kv_len=%d in %.1fs", batch, tokens, kv_len, elapsed)
+        log.info("compiled step batch=%d tokens=%d pages=%d in %.1fs", batch, tokens, pages, elapsed)
         return exe
 
     def warm_up(self) -> None:
         """Compile every bucketed shape now (and the slot initialiser), so serving never compiles."""
         start = time.perf_counter()
-        self.start_sequence(0, SamplingParams(), [0])
+        self.start_sequence(0, SamplingParams(), [0], [])
         shapes = [s for s in self.buckets.all_step_shapes() if s not in self._compiled]
         # XLA compiles with the GIL released: a thread per core cut a cold warm-up by ~27% on 2 cores.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -145,37 +141,42 @@ class ModelRunner:
     # ---------------------------------------------------------------- host packing
 
     def _pack(
-        self, rows: list[RowInput | None], tokens: int, row_start: int, *, want_prompt_logprobs: bool
+        self, rows: list[RowInput], shape: tuple[int, int, int], *, want_prompt_logprobs: bool
     ) -> StepInputs:
-        """Pad `rows` into one step's arrays; None rows are padding (fed nothing that lands in the cache)."""
-        batch = len(rows)
+        """Pad `rows` into one step's arrays of `shape`; padding rows feed nothing that lands in the cache."""
+        batch, tokens, pages = shape
         token_ids = np.zeros((batch, tokens), np.int32)
-        positions = np.full((batch, tokens), self.pad_position, np.int32)
+        positions = np.full((batch, tokens), self.PAD_POSITION, np.int32)
         next_ids = np.zeros((batch, tokens), np.int32)
+        block_tables = np.zeros((batch, pages), np.int32)
+        slots = np.full((batch,), self.buckets.max_num_seqs, np.int32)  # out of range: padding
         last_index = np.zeros((batch,), np.int32)
         counted = np.zeros((batch,), np.bool_)
-        bitmask = np.empty((batch, bitmask_width(self.vocab_size)), np.int32)
+        bitmask = np.broadcast_to(self.full_bitmask, (batch, bitmask_width(self.vocab_size))).copy()
         for i, row in enumerate(rows):
-            bitmask[i] = self.full_bitmask if row is None or row.bitmask is None else row.bitmask
-            if row is None:
-                continue
+            if row.bitmask is not None:
+                bitmask[i] = row.bitmask
             n = len(row.tokens)
             token_ids[i, :n] = row.tokens
             positions[i, :n] = np.arange(row.start_position, row.start_position + n)
             if row.next_ids is not None:
                 next_ids[i, : len(row.next_ids)] = row.next_ids
+            block_tables[i, : len(row.block_table)] = row.block_table
+            slots[i] = row.slot
             last_index[i] = n - 1
             counted[i] = row.counted
+        padding: list[SamplingParams | None] = [None] * (batch - len(rows))
         sampling = SamplingBatch.from_params(
-            [r.params if r else None for r in rows],
-            [r.seed if r else 0 for r in rows],
-            [r.generated if r else 0 for r in rows],
+            [r.params for r in rows] + padding,
+            [r.seed for r in rows] + [0] * len(padding),
+            [r.generated for r in rows] + [0] * len(padding),
         )
         return StepInputs(
             tokens=jnp.asarray(token_ids),
             positions=jnp.asarray(positions),
             next_ids=jnp.asarray(next_ids),
-            row_start=jnp.int32(row_start),
+            block_tables=jnp.asarray(block_tables),
+            slots=jnp.asarray(slots),
             last_index=jnp.asarray(last_index),
             counted=jnp.asarray(counted),
             bitmask=jnp.asarray(bitmask),
@@ -184,15 +185,10 @@ class ModelRunner:
         )
 
     def _run(
-        self,
-        rows: list[RowInput | None],
-        tokens: int,
-        row_start: int,
-        kv_len: int,
-        want_prompt_logprobs: bool,
+        self, rows: list[RowInput], shape: tuple[int, int, int], want_prompt_logprobs: bool
     ) -> tuple[SampleResult, PromptLogprobs]:
-        exe = self._executable(len(rows), tokens, kv_len)
-        inputs = self._pack(rows, tokens, row_start, want_prompt_logprobs=want_prompt_logprobs)
+        exe = self._executable(shape)
+        inputs = self._pack(rows, shape, want_prompt_logprobs=want_prompt_logprobs)
         result, prompt_lp, self.cache, self.sampler_state = exe(
             self.model.state, self.cache, self.sampler_state, inputs
         )
@@ -209,26 +205,28 @@ class ModelRunner:
 
     # ---------------------------------------------------------------- the engine's calls
 
-    def start_sequence(self, slot: int, params: SamplingParams, prompt_ids: list[int]) -> None:
-        """A sequence takes `slot`: load its logit bias and prompt-token set, reset its output counts."""
+    def start_sequence(
+        self, slot: int, params: SamplingParams, prompt_ids: list[int], output_ids: list[int]
+    ) -> None:
+        """A sequence takes `slot`: load its logit bias, prompt-token set and output counts so far."""
         bias = np.zeros((self.vocab_size,), np.float32)
         for token_id, value in params.logit_bias.items():
             bias[token_id] = value
         prompt_mask = np.zeros((self.vocab_size,), np.bool_)
         prompt_mask[np.asarray(prompt_ids, np.int64)] = True
-        self.sampler_state = self._init_slot(self.sampler_state, jnp.int32(slot), bias, prompt_mask)
+        counts = np.bincount(np.asarray(output_ids, np.int64), minlength=self.vocab_size).astype(np.int32)
+        self.sampler_state = self._init_slot(self.sampler_state, jnp.int32(slot), bias, prompt_mask, counts)
 
-    def prefill_chunk(self, slot: int, row: RowInput) -> tuple[RowOutput, PromptLogprobRows | None]:
-        """Feed up to one chunk of prompt tokens for the sequence in `slot`.
+    def prefill_chunk(self, row: RowInput) -> tuple[RowOutput, PromptLogprobRows | None]:
+        """Feed one chunk of a sequence's tokens into the cache.
 
         The sampled token matters only when this chunk ends the prompt (row.counted). Prompt logprobs
         come back when row.next_ids is given.
         """
         n = len(row.tokens)
-        chunk = bucket_for(n, self.buckets.chunk_sizes)
-        kv_len = bucket_for(row.start_position + n, self.buckets.kv_lens)
+        shape = self.buckets.step_shape(1, n, row.start_position + n)
         want = row.next_ids is not None
-        result, prompt_lp = self._run([row], chunk, slot, kv_len, want)
+        result, prompt_lp = self._run([row], shape, want)
         prompt_rows = None
         if want:
             prompt_rows = PromptLogprobRows(
@@ -239,12 +237,8 @@ class ModelRunner:
             )
         return self._row_outputs(result, 1)[0], prompt_rows
 
-    def decode(self, rows: list[RowInput | None]) -> list[RowOutput | None]:
-        """One token for every non-None row; row i is cache slot i."""
-        batch = bucket_for(len(rows), self.buckets.batch_sizes)
-        padded = rows + [None] * (batch - len(rows))
-        max_position = max(r.start_position for r in padded if r is not None)
-        kv_len = bucket_for(max_position + 1, self.buckets.kv_lens)
-        result, _ = self._run(padded, 1, 0, kv_len, False)
-        outputs = self._row_outputs(result, len(rows))
-        return [out if row is not None else None for out, row in zip(outputs, rows, strict=True)]
+    def decode(self, rows: list[RowInput]) -> list[RowOutput]:
+        """One token for each row (one fed token per row)."""
+        reach = max(r.start_position for r in rows) + 1
+        result, _ = self._run(rows, self.buckets.step_shape(len(rows), 1, reach), False)
+        return self._row_outputs(result, len(rows))

@@ -17,9 +17,9 @@ from jaxserve.sampling.params import SamplingParams
 
 
 class SequenceStatus(enum.Enum):
-    WAITING = "waiting"  # queued, no cache slot yet
-    PREFILLING = "prefilling"  # holds a slot; prompt partly in the cache
-    DECODING = "decoding"  # prompt in the cache; one token per step
+    WAITING = "waiting"  # queued (new, or preempted and to be recomputed): no slot, no pages
+    PREFILLING = "prefilling"  # holds a slot and pages; its tokens are partly in the cache
+    DECODING = "decoding"  # every token but the last is in the cache; one token per step
     FINISHED = "finished"
 
 
@@ -40,8 +40,13 @@ class Sequence:
     priority: int = 0  # lower runs first under the priority policy
     cache_salt: str | None = None  # prefix-cache entries are shared only under the same salt
     status: SequenceStatus = SequenceStatus.WAITING
-    slot: int | None = None
-    num_prompt_computed: int = 0
+    slot: int | None = None  # row of the sampler's per-sequence state while running
+    block_table: list[int] = field(default_factory=list)  # KV-cache pages, position p in [p // page_size]
+    num_computed: int = 0  # leading tokens (prompt, then output) whose keys/values are in the cache
+    block_hashes: list[bytes] = field(default_factory=list)  # of the full blocks of tokens seen so far
+    num_registered: int = 0  # leading full blocks recorded in the prefix cache
+    num_cached_tokens: int = 0  # prompt tokens taken from the prefix cache at first admission
+    num_preemptions: int = 0
     output_ids: list[int] = field(default_factory=list)
     text: str = ""
     emitted_text_len: int = 0
@@ -52,6 +57,19 @@ class Sequence:
     @property
     def num_tokens(self) -> int:
         return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def prefill_target(self) -> int:
+        """How many tokens must be in the cache before decoding: the prompt, or after a preemption
+        every token but the last (the next decode step feeds that one)."""
+        return self.num_tokens - 1 if self.output_ids else len(self.prompt_ids)
+
+    def token_ids(self, start: int, stop: int) -> list[int]:
+        """Tokens start..stop-1 of prompt followed by output."""
+        n = len(self.prompt_ids)
+        if stop <= n:
+            return self.prompt_ids[start:stop]
+        return (self.prompt_ids[start:] if start < n else []) + self.output_ids[max(0, start - n) : stop - n]
 
     def banned_tokens(self, eos_token_ids: frozenset[int]) -> list[int]:
         """What the next sample may not be, given the output so far (min_tokens, bad words)."""
@@ -69,6 +87,8 @@ class Sequence:
             position = start + t + 1
             if position >= len(self.prompt_ids):
                 break
+            if position < len(self.prompt_logprobs):
+                continue  # recorded before this sequence was preempted and recomputed
             self.prompt_logprobs.append(
                 TokenLogprob(
                     self.prompt_ids[position],
@@ -125,6 +145,7 @@ class Sequence:
             stop_reason=decision.stop_reason if decision else None,
             logprobs=tuple(self.logprobs) if self.params.logprobs is not None else None,
             prompt_logprobs=tuple(self.prompt_logprobs) if self.params.prompt_logprobs is not None else None,
+            num_cached_tokens=self.num_cached_tokens,
         )
 
 

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxserve.modeling.kv_cache import SlotKVCache
+from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.sampling.batch import SamplingBatch
 from jaxserve.sampling.logprobs import TOP_LOGPROBS, prompt_token_logprobs
 from jaxserve.sampling.penalties import count_tokens
@@ -42,13 +42,17 @@ class SlotSamplingState:
 
 
 def init_slot(
-    state: SlotSamplingState, slot: jax.Array, bias_row: jax.Array, prompt_mask_row: jax.Array
+    state: SlotSamplingState,
+    slot: jax.Array,
+    bias_row: jax.Array,
+    prompt_mask_row: jax.Array,
+    output_counts_row: jax.Array,
 ) -> SlotSamplingState:
-    """A new sequence takes `slot`: its bias and prompt tokens in, its output counts reset."""
+    """A sequence takes `slot`: its bias, prompt tokens and output counts so far (0 unless resumed)."""
     return SlotSamplingState(
         bias=state.bias.at[slot].set(bias_row),
         prompt_mask=state.prompt_mask.at[slot].set(prompt_mask_row),
-        output_counts=state.output_counts.at[slot].set(0),
+        output_counts=state.output_counts.at[slot].set(output_counts_row),
     )
 
 
@@ -66,12 +70,14 @@ class PromptLogprobs:
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class StepInputs:
-    """Host-built arrays of one step. tokens/positions/next_ids: [B, T]; the rest [B] (bitmask [B, W])."""
+    """Host-built arrays of one step. tokens/positions/next_ids: [B, T]; block_tables [B, P]; bitmask [B, W];
+    the rest [B]."""
 
     tokens: jax.Array
     positions: jax.Array
     next_ids: jax.Array  # the prompt token after each fed token (for prompt logprobs), 0 elsewhere
-    row_start: jax.Array  # scalar int32: row b uses cache slot row_start + b
+    block_tables: jax.Array  # the KV-cache pages of each row's sequence, padded with page 0
+    slots: jax.Array  # each row's sampler-state slot; out of range for padding rows (reads 0, writes dropped)
     last_index: jax.Array  # index into T of the token whose logits are sampled
     counted: jax.Array  # bool: the sampled token is real output (False for padding rows, mid-prompt chunks)
     bitmask: jax.Array  # int32 words of allowed tokens
@@ -82,20 +88,19 @@ class StepInputs:
 def model_step(
     graphdef: nnx.GraphDef,
     params: nnx.State,
-    cache: SlotKVCache,
+    cache: PagedKVCache,
     sampler_state: SlotSamplingState,
     inputs: StepInputs,
-    kv_len: int,
-) -> tuple[SampleResult, PromptLogprobs, SlotKVCache, SlotSamplingState]:
+) -> tuple[SampleResult, PromptLogprobs, PagedKVCache, SlotSamplingState]:
     """Forward the step's tokens, sample after each row's last real token, update the slots' state."""
     model = nnx.merge(graphdef, params)
-    hidden, cache = model(inputs.tokens, inputs.positions, cache, inputs.row_start, kv_len)  # [B, T, D]
+    hidden, cache = model(inputs.tokens, inputs.positions, cache, inputs.block_tables)  # [B, T, D]
     batch, tokens = inputs.tokens.shape
     last_hidden = jnp.take_along_axis(hidden, inputs.last_index[:, None, None], axis=1)[:, 0]  # [B, D]
     logits = model.logits(last_hidden)  # [B, V]
 
     def rows(table: jax.Array) -> jax.Array:
-        return jax.lax.dynamic_slice_in_dim(table, inputs.row_start, batch, axis=0)
+        return jnp.take(table, inputs.slots, axis=0, mode="fill", fill_value=0)
 
     counts = rows(sampler_state.output_counts)
     result = sample(
@@ -110,9 +115,7 @@ def model_step(
     sampler_state = SlotSamplingState(
         bias=sampler_state.bias,
         prompt_mask=sampler_state.prompt_mask,
-        output_counts=jax.lax.dynamic_update_slice_in_dim(
-            sampler_state.output_counts, counts, inputs.row_start, axis=0
-        ),
+        output_counts=sampler_state.output_counts.at[inputs.slots].set(counts, mode="drop"),
     )
 
     def with_prompt_logprobs() -> PromptLogprobs:

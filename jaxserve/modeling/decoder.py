@@ -16,13 +16,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxserve.modeling.attention import paged_attention
 from jaxserve.modeling.config import ModelConfig
-from jaxserve.modeling.kv_cache import SlotKVCache, read_rows, write_rows
+from jaxserve.modeling.kv_cache import PagedKVCache, write_pages
 from jaxserve.modeling.rope import apply_rotary, inverse_frequencies
-
-# Masked attention scores use a large finite negative rather than -inf: a fully masked row (a padding
-# query) then yields a uniform softmax instead of NaNs that could leak through later arithmetic.
-MASK_VALUE = -1e30
 
 
 def _param(
@@ -75,11 +72,10 @@ class Attention(nnx.Module):
         x: jax.Array,
         positions: jax.Array,
         layer_cache: tuple[jax.Array, jax.Array],
-        row_start: jax.Array,
-        kv_len: int,
+        block_tables: jax.Array,
         inv_freq: jax.Array,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        """x: [B, T, D]; positions: [B, T]; row b uses cache row row_start + b. Returns [B, T, D], cache."""
+        """x: [B, T, D]; positions: [B, T]; row b's cache pages are block_tables[b]. Returns [B, T, D], cache."""
         cfg = self.cfg
         b, t, _ = x.shape
         q = x @ self.q_proj[...]
@@ -98,20 +94,10 @@ class Attention(nnx.Module):
         q = apply_rotary(q, positions, inv_freq)
         k = apply_rotary(k, positions, inv_freq)
 
-        layer_cache = write_rows(layer_cache, k, v, row_start, positions)
-        keys, values = read_rows(layer_cache, row_start, b, kv_len)  # [B, S, K, H] each
-
+        layer_cache = write_pages(layer_cache, k, v, block_tables, positions)
         groups = cfg.num_heads // cfg.num_kv_heads
         q = q.reshape(b, t, cfg.num_kv_heads, groups, cfg.head_dim)
-        scores = jnp.einsum("btkgh,bskh->bkgts", q, keys, preferred_element_type=jnp.float32)
-        scores = scores * (cfg.head_dim**-0.5)
-        key_pos = jnp.arange(kv_len, dtype=jnp.int32)
-        visible = key_pos[None, None, :] <= positions[:, :, None]  # [B, T, S]
-        if cfg.sliding_window is not None:
-            visible &= key_pos[None, None, :] > positions[:, :, None] - cfg.sliding_window
-        scores = jnp.where(visible[:, None, None, :, :], scores, MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
-        out = jnp.einsum("bkgts,bskh->btkgh", probs, values)
+        out = paged_attention(q, layer_cache, block_tables, positions, cfg.sliding_window)
         out = out.reshape(b, t, cfg.q_size)
         return out @ self.o_proj[...], layer_cache
 
@@ -143,13 +129,10 @@ class DecoderLayer(nnx.Module):
         x: jax.Array,
         positions: jax.Array,
         layer_cache: tuple[jax.Array, jax.Array],
-        row_start: jax.Array,
-        kv_len: int,
+        block_tables: jax.Array,
         inv_freq: jax.Array,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        attn_out, layer_cache = self.attn(
-            self.input_norm(x), positions, layer_cache, row_start, kv_len, inv_freq
-        )
+        attn_out, layer_cache = self.attn(self.input_norm(x), positions, layer_cache, block_tables, inv_freq)
         x = x + attn_out
         x = x + self.mlp(self.post_attention_norm(x))
         return x, layer_cache
@@ -174,23 +157,22 @@ class Decoder(nnx.Module):
         self,
         tokens: jax.Array,
         positions: jax.Array,
-        cache: SlotKVCache,
-        row_start: jax.Array,
-        kv_len: int,
-    ) -> tuple[jax.Array, SlotKVCache]:
-        """tokens, positions: [B, T] int32; row_start: int32 scalar. Returns final hidden states [B, T, D].
+        cache: PagedKVCache,
+        block_tables: jax.Array,
+    ) -> tuple[jax.Array, PagedKVCache]:
+        """tokens, positions: [B, T] int32; block_tables: [B, P] int32. Returns final hidden states [B, T, D].
 
-        Row b reads and writes cache row row_start + b; only the first kv_len cached positions are read,
-        so kv_len must exceed every position in the step.
+        Row b reads and writes the cache pages block_tables[b], which must cover every position of the
+        row; tokens at positions past the table's span (padding) are computed but never stored.
         """
         x = jnp.take(self.embedding[...], tokens, axis=0)
         # A trace-time constant: derived from the config, so it is not a weight to load or shard.
         inv_freq = jnp.asarray(inverse_frequencies(self.cfg.rope, self.cfg.head_dim))
         new_layers = []
         for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
-            x, layer_cache = layer(x, positions, layer_cache, row_start, kv_len, inv_freq)
+            x, layer_cache = layer(x, positions, layer_cache, block_tables, inv_freq)
             new_layers.append(layer_cache)
-        return self.final_norm(x), SlotKVCache(layers=tuple(new_layers))
+        return self.final_norm(x), PagedKVCache(layers=tuple(new_layers))
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """hidden: [..., D] -> logits [..., V] in float32."""

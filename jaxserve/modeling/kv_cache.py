@@ -1,8 +1,11 @@
-"""A contiguous per-slot key/value cache: each running sequence owns one row of max_len positions.
+"""The paged key/value cache: one pool of fixed-size pages per layer, addressed through block tables.
+
+A sequence owns a list of pages (its block table); position p of the sequence lives in page
+`block_table[p // page_size]` at offset `p % page_size`. Pages are handed out and taken back by the
+engine's allocator (jaxserve.engine.block_pool); here they are only read and written.
 
 The cache is a pytree passed into and returned from each jitted step (and donated), so the model
-itself owns no mutable state. A step works on a contiguous run of rows starting at `row_start`
-(decode: rows 0..B-1; a prefill chunk: the one row of its sequence), so reads are plain slices.
+itself owns no mutable state.
 """
 
 from __future__ import annotations
@@ -17,44 +20,62 @@ from jaxserve.modeling.config import ModelConfig
 
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
-class SlotKVCache:
-    """Per layer a (keys, values) pair, each [slots, max_len, K, H]."""
+class PagedKVCache:
+    """Per layer a (keys, values) pair, each [num_pages, page_size, K, H]."""
 
     layers: tuple[tuple[jax.Array, jax.Array], ...]
 
     @classmethod
-    def allocate(cls, cfg: ModelConfig, num_slots: int, max_len: int, dtype: jnp.dtype) -> SlotKVCache:
-        shape = (num_slots, max_len, cfg.num_kv_heads, cfg.head_dim)
+    def allocate(cls, cfg: ModelConfig, num_pages: int, page_size: int, dtype: jnp.dtype) -> PagedKVCache:
+        shape = (num_pages, page_size, cfg.num_kv_heads, cfg.head_dim)
         return cls(
             layers=tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.num_layers))
         )
 
 
-def write_rows(
+def page_bytes(cfg: ModelConfig, page_size: int, dtype: jnp.dtype) -> int:
+    """Device bytes of one page across all layers, keys and values."""
+    return 2 * cfg.num_layers * page_size * cfg.num_kv_heads * cfg.head_dim * jnp.dtype(dtype).itemsize
+
+
+def write_pages(
     layer_cache: tuple[jax.Array, jax.Array],
     k: jax.Array,
     v: jax.Array,
-    row_start: jax.Array,
+    block_tables: jax.Array,
     positions: jax.Array,
 ) -> tuple[jax.Array, jax.Array]:
-    """Store new keys/values ([B, T, K, H]) of row b at (row_start + b, positions[b, t]).
+    """Store new keys/values ([B, T, K, H]) of row b at positions[b, t] through row b's block table.
 
-    Positions at or past the end of the cache are dropped: padding tokens and padding rows point
-    there on purpose so they never overwrite a live sequence's entries.
+    Positions outside the block table's span (padding tokens are placed there on purpose) are dropped,
+    so padding never overwrites a page some sequence owns.
     """
     cache_k, cache_v = layer_cache
-    b, t = positions.shape
-    rows = jnp.broadcast_to((row_start + jnp.arange(b, dtype=jnp.int32))[:, None], (b, t))
-    cache_k = cache_k.at[rows, positions].set(k.astype(cache_k.dtype), mode="drop")
-    cache_v = cache_v.at[rows, positions].set(v.astype(cache_v.dtype), mode="drop")
-    return cache_k, cache_v
+    num_pages, page_size, kv_heads, head_dim = cache_k.shape
+    span = block_tables.shape[1] * page_size
+    in_span = (positions >= 0) & (positions < span)
+    page_index = jnp.clip(positions // page_size, 0, block_tables.shape[1] - 1)
+    pages = jnp.take_along_axis(block_tables, page_index, axis=1)  # [B, T]
+    slots = jnp.where(in_span, pages * page_size + positions % page_size, num_pages * page_size)
+    slots = slots.reshape(-1)
+
+    def store(cache: jax.Array, new: jax.Array) -> jax.Array:
+        flat = cache.reshape(num_pages * page_size, kv_heads, head_dim)
+        flat = flat.at[slots].set(new.reshape(-1, kv_heads, head_dim).astype(cache.dtype), mode="drop")
+        return flat.reshape(cache.shape)
+
+    return store(cache_k, k), store(cache_v, v)
 
 
-def read_rows(
-    layer_cache: tuple[jax.Array, jax.Array], row_start: jax.Array, rows: int, kv_len: int
+def gather_pages(
+    layer_cache: tuple[jax.Array, jax.Array], block_tables: jax.Array
 ) -> tuple[jax.Array, jax.Array]:
-    """The first kv_len positions of `rows` rows from row_start: [rows, kv_len, K, H] keys and values."""
+    """Each row's pages laid end to end: keys and values [B, P * page_size, K, H] for block tables [B, P]."""
     cache_k, cache_v = layer_cache
-    start = (row_start, 0, 0, 0)
-    size = (rows, kv_len, cache_k.shape[2], cache_k.shape[3])
-    return jax.lax.dynamic_slice(cache_k, start, size), jax.lax.dynamic_slice(cache_v, start, size)
+    b, p = block_tables.shape
+    _, page_size, kv_heads, head_dim = cache_k.shape
+
+    def gather(cache: jax.Array) -> jax.Array:
+        return jnp.take(cache, block_tables, axis=0).reshape(b, p * page_size, kv_heads, head_dim)
+
+    return gather(cache_k), gather(cache_v)

@@ -21,6 +21,8 @@ from tests.modeling.tiny_checkpoints import write_sentencepiece_tokenizer, write
 
 MAX_NUM_SEQS = 4
 MAX_MODEL_LEN = 128
+PAGE_SIZE = 16
+NUM_PAGES = 64
 
 _backend_compiles: list[float] = []
 jax.monitoring.register_event_duration_secs_listener(
@@ -37,9 +39,14 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsyncEngine]:
     write_sentencepiece_tokenizer(directory)
     model = load_model(directory, "float32")
     buckets = BucketConfig(
-        max_num_seqs=MAX_NUM_SEQS, max_model_len=MAX_MODEL_LEN, prefill_chunk_sizes=(8, 32), min_kv_len=64
+        max_num_seqs=MAX_NUM_SEQS,
+        max_model_len=MAX_MODEL_LEN,
+        page_size=PAGE_SIZE,
+        prefill_chunk_sizes=(8, 32),
+        max_num_batched_tokens=32,
+        min_kv_len=64,
     )
-    runner = ModelRunner(model, buckets)
+    runner = ModelRunner(model, buckets, NUM_PAGES)
     runner.warm_up()
     engine = AsyncEngine(runner, Tokenizer.from_path(directory))
     engine.start()

@@ -14,7 +14,7 @@ from flax import nnx
 
 from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.runner import ModelRunner, RowInput
-from jaxserve.modeling.kv_cache import SlotKVCache
+from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.modeling.loader import LoadedModel
 from jaxserve.sampling.params import SamplingParams
 
@@ -33,9 +33,9 @@ def all_position_logits(model: LoadedModel, token_ids: list[int]) -> np.ndarray:
     @jax.jit
     def forward(state: nnx.State, tokens: jax.Array) -> jax.Array:
         decoder = nnx.merge(model.graphdef, state)
-        cache = SlotKVCache.allocate(model.config, 1, n, model.dtype)
+        cache = PagedKVCache.allocate(model.config, 1, n, model.dtype)  # one page holding the sequence
         positions = jnp.arange(n, dtype=jnp.int32)[None]
-        hidden, _ = decoder(tokens, positions, cache, jnp.int32(0), n)
+        hidden, _ = decoder(tokens, positions, cache, jnp.zeros((1, 1), jnp.int32))
         return decoder.logits(hidden)[0]
 
     return np.asarray(forward(model.state, jnp.asarray([token_ids], jnp.int32)))
@@ -43,37 +43,36 @@ def all_position_logits(model: LoadedModel, token_ids: list[int]) -> np.ndarray:
 
 def greedy_continuation(runner: ModelRunner, prompt: list[int], steps: int) -> list[int]:
     """Raw argmax continuation (no EOS stop) through the serving path: prefill chunks, then decode."""
-    runner.start_sequence(0, GREEDY, prompt)
+    runner.start_sequence(0, GREEDY, prompt, [])
+    pages = list(range(runner.num_pages))  # the one sequence owns the whole pool
     done = 0
     token = None
     while done < len(prompt):
-        chunk = min(len(prompt) - done, runner.buckets.chunk_for(len(prompt) - done))
+        chunk = runner.buckets.chunk_for(len(prompt) - done)
         ends = done + chunk == len(prompt)
         sampled, _ = runner.prefill_chunk(
-            0, RowInput(prompt[done : done + chunk], done, GREEDY, 0, 0, counted=ends)
+            RowInput(prompt[done : done + chunk], done, GREEDY, 0, 0, 0, pages, counted=ends)
         )
         token = sampled.token
         done += chunk
     assert token is not None
     out = [token]
     while len(out) < steps:
-        decoded = runner.decode([RowInput([out[-1]], len(prompt) + len(out) - 1, GREEDY, 0, len(out))])[0]
-        assert decoded is not None
+        position = len(prompt) + len(out) - 1
+        decoded = runner.decode([RowInput([out[-1]], position, GREEDY, 0, len(out), 0, pages)])[0]
         out.append(decoded.token)
     return out
 
 
 def small_runner(model: LoadedModel, max_model_len: int, chunk: int) -> ModelRunner:
     """A one-slot runner with one prefill chunk size, so a parity test compiles only a few shapes."""
-    return ModelRunner(
-        model,
-        BucketConfig(
-            max_num_seqs=1,
-            max_model_len=max_model_len,
-            prefill_chunk_sizes=(chunk,),
-            min_kv_len=max_model_len,
-        ),
+    buckets = BucketConfig(
+        max_num_seqs=1,
+        max_model_len=max_model_len,
+        prefill_chunk_sizes=(chunk,),
+        min_kv_len=max_model_len,
     )
+    return ModelRunner(model, buckets, buckets.max_pages_per_seq)
 
 
 def last_position_logits(model: LoadedModel, token_ids: list[int], pad_to: int) -> np.ndarray:
@@ -82,7 +81,7 @@ def last_position_logits(model: LoadedModel, token_ids: list[int], pad_to: int) 
     assert n <= pad_to
     tokens = np.zeros((1, pad_to), np.int32)
     tokens[0, :n] = token_ids
-    positions = np.full((1, pad_to), pad_to, np.int32)  # padding lands past the cache end: dropped
+    positions = np.full((1, pad_to), pad_to, np.int32)  # padding lands past the page's end: dropped
     positions[0, :n] = np.arange(n)
     return np.asarray(_padded_forward(model.graphdef, model.state, tokens, positions, n - 1, model.dtype))
 
@@ -98,8 +97,8 @@ def _padded_forward(
 ) -> jax.Array:
     decoder = nnx.merge(graphdef, state)
     pad_to = tokens.shape[1]
-    cache = SlotKVCache.allocate(decoder.cfg, 1, pad_to, dtype)
-    hidden, _ = decoder(tokens, positions, cache, jnp.int32(0), pad_to)
+    cache = PagedKVCache.allocate(decoder.cfg, 1, pad_to, dtype)  # one page holding the sequence
+    hidden, _ = decoder(tokens, positions, cache, jnp.zeros((1, 1), jnp.int32))
     return decoder.logits(jax.lax.dynamic_index_in_dim(hidden[0], last, keepdims=False))
 
 

@@ -1,0 +1,264 @@
+"""The scheduler: which sequences run in the next step, with how many tokens each, on which pages.
+
+Each step has a token budget (--max-num-batched-tokens) and at most max_num_seqs running sequences.
+Running sequences are served first, best first (FCFS: earliest arrival; priority policy: lowest
+priority value, then earliest arrival): every decoding sequence gets its one token, then sequences
+part-way through their prompt get the next chunk. What budget is left admits waiting sequences, each
+with its first chunk, after taking any full prompt blocks the prefix cache already holds.
+
+When the page pool runs dry, the worst running sequence (newest, or lowest priority) is preempted:
+its pages and slot are freed and it goes back to the waiting queue to be recomputed later, its output
+so far kept. Nothing fails for want of pages.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from jaxserve.engine.block_pool import BlockPool, chain_block_hashes
+from jaxserve.engine.buckets import BucketConfig, cdiv
+from jaxserve.engine.sequence import Sequence, SequenceStatus
+
+POLICIES = ("fcfs", "priority")
+
+
+@dataclass(frozen=True)
+class PrefillChunk:
+    seq: Sequence
+    start: int  # position of the first token fed
+    num_tokens: int
+
+    @property
+    def ends_prefill(self) -> bool:
+        return self.start + self.num_tokens == self.seq.prefill_target
+
+
+@dataclass
+class StepPlan:
+    """What one step runs. `admitted` sequences took a slot this step (their sampler state needs setting)."""
+
+    admitted: list[Sequence] = field(default_factory=list)
+    prefills: list[PrefillChunk] = field(default_factory=list)
+    decodes: list[Sequence] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.prefills or self.decodes)
+
+
+class Scheduler:
+    """Owns the waiting queue, the running set, the sampler slots and the page pool."""
+
+    def __init__(self, buckets: BucketConfig, pool: BlockPool, policy: str = "fcfs") -> None:
+        if policy not in POLICIES:
+            raise ValueError(f"unknown scheduling policy {policy!r}; expected one of {POLICIES}")
+        if pool.num_pages < buckets.max_pages_per_seq:
+            raise ValueError(
+                f"the KV cache has {pool.num_pages} pages but one {buckets.max_model_len}-token sequence "
+                f"needs {buckets.max_pages_per_seq}"
+            )
+        self.buckets = buckets
+        self.pool = pool
+        self.policy = policy
+        self.page_size = buckets.page_size
+        self.waiting: list[Sequence] = []
+        self.running: list[Sequence] = []
+        self._free_slots = list(range(buckets.max_num_seqs))
+        heapq.heapify(self._free_slots)
+        # Hash of a prompt block some running sequence is computing now -> that sequence's request id.
+        # A waiting request whose next uncached block is among them waits for it instead of repeating it.
+        self._pending: dict[bytes, str] = {}
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_free_slots(self) -> int:
+        return len(self._free_slots)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def rank(self, seq: Sequence) -> tuple[int, int]:
+        """Sort key: smaller runs first and is preempted last."""
+        return (seq.priority if self.policy == "priority" else 0, seq.arrival)
+
+    # ---------------------------------------------------------------- queue changes
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = SequenceStatus.WAITING
+        self.waiting.append(seq)
+
+    def finish(self, seq: Sequence) -> None:
+        """The sequence is done (finished, aborted or failed): give back its slot and pages now."""
+        if seq in self.waiting:
+            self.waiting.remove(seq)
+        self._free_resources(seq)
+        seq.status = SequenceStatus.FINISHED
+
+    def find(self, request_id: str) -> Sequence | None:
+        for seq in self.running + self.waiting:
+            if seq.request_id == request_id:
+                return seq
+        return None
+
+    # ---------------------------------------------------------------- the step plan
+
+    def schedule(self) -> StepPlan:
+        plan = StepPlan()
+        budget = self.buckets.max_num_batched_tokens
+        for seq in sorted(self.running, key=self.rank):
+            if seq.status is not SequenceStatus.DECODING or seq not in self.running:
+                continue
+            if self._reserve(seq, seq.num_computed + 1, plan):
+                plan.decodes.append(seq)
+                budget -= 1
+        for seq in sorted(self.running, key=self.rank):
+            if budget <= 0:
+                break
+            if seq.status is not SequenceStatus.PREFILLING or seq not in self.running:
+                continue
+            count = self.buckets.chunk_for(seq.prefill_target - seq.num_computed, budget)
+            if self._reserve(seq, seq.num_computed + count, plan):
+                plan.prefills.append(PrefillChunk(seq, seq.num_computed, count))
+                budget -= count
+        for seq in sorted(self.waiting, key=self.rank):
+            if budget <= 0:
+                break
+            cached = self._cached_prefix(seq)
+            if self._held_back(seq, len(cached)):
+                continue  # its next block is being computed by another request: admit it after that
+            chunk = self._admit(seq, cached, budget, plan)
+            if chunk is None:
+                break  # no room: later arrivals must not overtake it
+            plan.prefills.append(chunk)
+            budget -= chunk.num_tokens
+        return plan
+
+    def _cached_prefix(self, seq: Sequence) -> list[int]:
+        """The cached pages a waiting sequence can start from (its block hashes brought up to date)."""
+        target = seq.prefill_target
+        seq.block_hashes = chain_block_hashes(
+            seq.token_ids(0, target), self.page_size, seq.cache_salt, seq.block_hashes
+        )
+        if seq.params.prompt_logprobs is not None:  # prompt logprobs need every prompt position computed
+            return []
+        # At least one token is computed, for the logits to sample from: a whole-prompt hit drops its last
+        # block (recomputing into a fresh page never rewrites a shared one).
+        return self.pool.cached_prefix(seq.block_hashes[: (target - 1) // self.page_size])
+
+    def _admit(self, seq: Sequence, cached: list[int], budget: int, plan: StepPlan) -> PrefillChunk | None:
+        """Give a waiting sequence a slot and the pages for its first chunk, or None if it cannot run yet."""
+        target = seq.prefill_target
+        start = len(cached) * self.page_size
+        count = self.buckets.chunk_for(target - start, budget)
+        new_pages = cdiv(start + count, self.page_size) - len(cached)
+
+        def room_needed() -> int:
+            # One spare page per running sequence, so admitting this one does not preempt another at once.
+            return new_pages + self.pool.num_idle(cached) + len(self.running)
+
+        while not self._free_slots or self.pool.num_free < room_needed():
+            victim = self._worst_running()
+            if victim is None or self.policy != "priority" or self.rank(victim) <= self.rank(seq):
+                return None
+            self._preempt(victim, plan)
+        self.pool.share(cached)
+        seq.block_table = cached + self.pool.allocate(new_pages)
+        seq.num_computed = start
+        seq.num_registered = len(cached)
+        if seq.num_preemptions == 0:
+            seq.num_cached_tokens = start
+        seq.slot = heapq.heappop(self._free_slots)
+        seq.status = SequenceStatus.PREFILLING
+        self.waiting.remove(seq)
+        self.running.append(seq)
+        for block_hash in seq.block_hashes[len(cached) : target // self.page_size]:
+            self._pending.setdefault(block_hash, seq.request_id)
+        plan.admitted.append(seq)
+        return PrefillChunk(seq, start, count)
+
+    def _held_back(self, seq: Sequence, num_cached: int) -> bool:
+        """Whether the next block the sequence would compute is being computed by another request."""
+        if not self.pool.enable_prefix_caching or seq.params.prompt_logprobs is not None:
+            return False
+        if num_cached >= len(seq.block_hashes):
+            return False
+        owner = self._pending.get(seq.block_hashes[num_cached])
+        return owner is not None and owner != seq.request_id
+
+    def _reserve(self, seq: Sequence, num_positions: int, plan: StepPlan) -> bool:
+        """Make the block table cover positions below num_positions, preempting worse sequences for
+        pages. False if `seq` itself had to be preempted."""
+        needed = cdiv(num_positions, self.page_size) - len(seq.block_table)
+        while needed > self.pool.num_free:
+            victim = self._worst_running()
+            assert victim is not None  # seq itself is running
+            self._preempt(victim, plan)
+            if victim is seq:
+                return False
+        if needed > 0:
+            seq.block_table.extend(self.pool.allocate(needed))
+        return True
+
+    def _worst_running(self) -> Sequence | None:
+        return max(self.running, key=self.rank, default=None)
+
+    def _preempt(self, seq: Sequence, plan: StepPlan) -> None:
+        """Free the sequence's pages and slot; it waits to be recomputed from its tokens so far."""
+        self._free_resources(seq)
+        seq.status = SequenceStatus.WAITING
+        seq.num_computed = 0
+        seq.num_registered = 0
+        seq.num_preemptions += 1
+        self.waiting.append(seq)
+        plan.preempted.append(seq)
+        if seq in plan.decodes:
+            plan.decodes.remove(seq)
+        plan.prefills = [chunk for chunk in plan.prefills if chunk.seq is not seq]
+        if seq in plan.admitted:
+            plan.admitted.remove(seq)
+
+    def _free_resources(self, seq: Sequence) -> None:
+        if seq in self.running:
+            self.running.remove(seq)
+        if seq.slot is not None:
+            heapq.heappush(self._free_slots, seq.slot)
+            seq.slot = None
+        self.pool.release(seq.block_table)
+        seq.block_table = []
+        self._drop_pending(seq)
+
+    def _drop_pending(self, seq: Sequence) -> None:
+        for block_hash in seq.block_hashes:
+            if self._pending.get(block_hash) == seq.request_id:
+                del self._pending[block_hash]
+
+    # ---------------------------------------------------------------- after the step ran
+
+    def computed(self, seq: Sequence, num_tokens: int) -> None:
+        """`num_tokens` more of the sequence's tokens are now in the cache: record its newly full blocks
+        in the prefix cache."""
+        seq.num_computed += num_tokens
+        num_full = seq.num_computed // self.page_size
+        if num_full <= seq.num_registered:
+            return
+        if len(seq.block_hashes) < num_full:
+            seq.block_hashes = chain_block_hashes(
+                seq.token_ids(0, num_full * self.page_size), self.page_size, seq.cache_salt, seq.block_hashes
+            )
+        for index in range(seq.num_registered, num_full):
+            block_hash = seq.block_hashes[index]
+            self.pool.register(seq.block_table[index], block_hash)
+            if self._pending.get(block_hash) == seq.request_id:
+                del self._pending[block_hash]
+        seq.num_registered = num_full
