@@ -44,12 +44,14 @@ class AsyncEngine:
         max_waiting: int = 256,
         scheduling_policy: str = "fcfs",
         enable_prefix_caching: bool = True,
+        num_pages: int | None = None,
     ) -> None:
+        """`num_pages` (default: all the runner's cache) bounds the pages the scheduler hands out."""
         self.scheduling_policy = scheduling_policy
         self.tokenizer = tokenizer
         self.runner = runner
         self.max_model_len = runner.buckets.max_model_len
-        pool = BlockPool(runner.num_pages, enable_prefix_caching=enable_prefix_caching)
+        pool = BlockPool(num_pages or runner.num_pages, enable_prefix_caching=enable_prefix_caching)
         self.core = EngineCore(
             runner, Scheduler(runner.buckets, pool, scheduling_policy), tokenizer.eos_token_ids
         )

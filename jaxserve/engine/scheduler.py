@@ -70,6 +70,7 @@ class Scheduler:
         # Hash of a prompt block some running sequence is computing now -> that sequence's request id.
         # A waiting request whose next uncached block is among them waits for it instead of repeating it.
         self._pending: dict[bytes, str] = {}
+        self.num_preemptions = 0  # since start, for metrics and tests
 
     # ---------------------------------------------------------------- state
 
@@ -220,6 +221,7 @@ class Scheduler:
         seq.num_computed = 0
         seq.num_registered = 0
         seq.num_preemptions += 1
+        self.num_preemptions += 1
         self.waiting.append(seq)
         plan.preempted.append(seq)
         if seq in plan.decodes:

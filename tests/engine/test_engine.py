@@ -3,88 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
-import jax
 import pytest
 
 from jaxserve.engine.async_engine import AsyncEngine
-from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.outputs import RequestOutput
-from jaxserve.engine.runner import ModelRunner
 from jaxserve.errors import InvalidRequest, ServerBusy
-from jaxserve.modeling.loader import load_model
-from jaxserve.modeling.tokenizer import Tokenizer
 from jaxserve.sampling.params import SamplingParams
-from tests.modeling.tiny_checkpoints import write_sentencepiece_tokenizer, write_tiny_checkpoint
-
-MAX_NUM_SEQS = 4
-MAX_MODEL_LEN = 128
-PAGE_SIZE = 16
-NUM_PAGES = 64
-
-_backend_compiles: list[float] = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, seconds, **kwargs: (
-        _backend_compiles.append(seconds) if event == "/jax/core/compile/backend_compile_duration" else None
-    )
+from tests.engine.conftest import (
+    MAX_MODEL_LEN,
+    MAX_NUM_SEQS,
+    EngineFactory,
+    backend_compiles,
+    collect,
+    prompt_ids,
+    run,
 )
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AsyncEngine]:
-    directory: Path = tmp_path_factory.mktemp("tiny")
-    write_tiny_checkpoint("smollm2", directory)
-    write_sentencepiece_tokenizer(directory)
-    model = load_model(directory, "float32")
-    buckets = BucketConfig(
-        max_num_seqs=MAX_NUM_SEQS,
-        max_model_len=MAX_MODEL_LEN,
-        page_size=PAGE_SIZE,
-        prefill_chunk_sizes=(8, 32),
-        max_num_batched_tokens=32,
-        min_kv_len=64,
-    )
-    runner = ModelRunner(model, buckets, NUM_PAGES)
-    runner.warm_up()
-    engine = AsyncEngine(runner, Tokenizer.from_path(directory))
-    engine.start()
-    yield engine
-    engine.shutdown()
-
-
-def _prompt(length: int, salt: int) -> list[int]:
-    # Ids from the byte range of the tokenizer (5..260 are <0xHH>), inside the tiny vocab of 256.
-    return [5 + (salt * 31 + i * 7) % 250 for i in range(length)]
-
-
-async def _collect(engine: AsyncEngine, prompt: list[int], params: SamplingParams, rid: str) -> RequestOutput:
-    last = None
-    async for output in engine.generate(rid, prompt, params):
-        last = output
-    assert last is not None and last.finished
-    return last
-
-
-def _run(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+@pytest.fixture
+def engine(make_engine: EngineFactory) -> AsyncEngine:
+    return make_engine()
 
 
 def test_concurrent_requests_match_running_alone(engine: AsyncEngine) -> None:
     """More requests than slots, different lengths: each gets exactly its solo greedy tokens."""
     cases = [
-        (_prompt(n, i), SamplingParams(temperature=0.0, max_tokens=m, ignore_eos=True))
+        (prompt_ids(n, i), SamplingParams(temperature=0.0, max_tokens=m, ignore_eos=True))
         for i, (n, m) in enumerate([(3, 5), (40, 12), (9, 30), (17, 7), (1, 20), (70, 9)])
     ]
-    alone = [_run(_collect(engine, p, s, f"alone-{i}")).token_ids for i, (p, s) in enumerate(cases)]
+    alone = [run(collect(engine, p, s, f"alone-{i}")).token_ids for i, (p, s) in enumerate(cases)]
 
     async def together() -> list[RequestOutput]:
         return await asyncio.gather(
-            *(_collect(engine, p, s, f"together-{i}") for i, (p, s) in enumerate(cases))
+            *(collect(engine, p, s, f"together-{i}") for i, (p, s) in enumerate(cases))
         )
 
-    outputs = _run(together())
+    outputs = run(together())
     assert [o.token_ids for o in outputs] == alone
     assert [len(o.token_ids) for o in outputs] == [5, 12, 30, 7, 20, 9]
     assert all(o.finish_reason == "length" for o in outputs)
@@ -92,22 +47,22 @@ def test_concurrent_requests_match_running_alone(engine: AsyncEngine) -> None:
 
 def test_seeded_sampling_is_reproducible_in_any_batch(engine: AsyncEngine) -> None:
     seeded = SamplingParams(temperature=1.0, seed=1234, max_tokens=16, ignore_eos=True)
-    alone = _run(_collect(engine, _prompt(10, 1), seeded, "seeded-alone")).token_ids
+    alone = run(collect(engine, prompt_ids(10, 1), seeded, "seeded-alone")).token_ids
 
     async def crowded() -> list[RequestOutput]:
         noisy = SamplingParams(temperature=0.9, max_tokens=16, ignore_eos=True)
         return await asyncio.gather(
-            _collect(engine, _prompt(20, 2), noisy, "noise-1"),
-            _collect(engine, _prompt(10, 1), seeded, "seeded-crowd"),
-            _collect(engine, _prompt(5, 3), noisy, "noise-2"),
+            collect(engine, prompt_ids(20, 2), noisy, "noise-1"),
+            collect(engine, prompt_ids(10, 1), seeded, "seeded-crowd"),
+            collect(engine, prompt_ids(5, 3), noisy, "noise-2"),
         )
 
-    assert _run(crowded())[1].token_ids == alone
+    assert run(crowded())[1].token_ids == alone
 
 
 def test_abort_frees_the_slot(engine: AsyncEngine) -> None:
     async def start_and_leave() -> None:
-        stream = engine.generate("leaver", _prompt(8, 4), SamplingParams(max_tokens=100, ignore_eos=True))
+        stream = engine.generate("leaver", prompt_ids(8, 4), SamplingParams(max_tokens=100, ignore_eos=True))
         first = await stream.__anext__()
         assert not first.finished
         await stream.aclose()
@@ -117,41 +72,41 @@ def test_abort_frees_the_slot(engine: AsyncEngine) -> None:
             await asyncio.sleep(0.01)
         raise AssertionError("aborted request still holds its slot")
 
-    _run(start_and_leave())
+    run(start_and_leave())
     # The engine still serves normally afterwards.
-    out = _run(_collect(engine, _prompt(4, 5), SamplingParams(temperature=0.0, max_tokens=3), "after"))
+    out = run(collect(engine, prompt_ids(4, 5), SamplingParams(temperature=0.0, max_tokens=3), "after"))
     assert len(out.token_ids) <= 3
 
 
 def test_stop_token_id_ends_with_its_reason(engine: AsyncEngine) -> None:
-    prompt = _prompt(6, 6)
+    prompt = prompt_ids(6, 6)
     greedy = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
-    free_run = _run(_collect(engine, prompt, greedy, "free")).token_ids
+    free_run = run(collect(engine, prompt, greedy, "free")).token_ids
     stopper = free_run[3]
     first_hit = free_run.index(stopper)
     params = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True, stop_token_ids=(stopper,))
-    out = _run(_collect(engine, prompt, params, "stopped"))
+    out = run(collect(engine, prompt, params, "stopped"))
     assert out.finish_reason == "stop" and out.stop_reason == stopper
     assert out.token_ids == free_run[: first_hit + 1]
 
 
 def test_prompt_longer_than_context_is_refused(engine: AsyncEngine) -> None:
     async def too_long() -> None:
-        async for _ in engine.generate("long", _prompt(MAX_MODEL_LEN, 7), SamplingParams()):
+        async for _ in engine.generate("long", prompt_ids(MAX_MODEL_LEN, 7), SamplingParams()):
             pass
 
     with pytest.raises(InvalidRequest, match="maximum context length"):
-        _run(too_long())
+        run(too_long())
 
 
 def test_max_tokens_default_fills_the_context(engine: AsyncEngine) -> None:
-    out = _run(_collect(engine, _prompt(100, 8), SamplingParams(temperature=0.0, ignore_eos=True), "fill"))
+    out = run(collect(engine, prompt_ids(100, 8), SamplingParams(temperature=0.0, ignore_eos=True), "fill"))
     assert len(out.token_ids) == MAX_MODEL_LEN - 100 and out.finish_reason == "length"
 
 
 def test_nothing_compiles_after_warm_up(engine: AsyncEngine) -> None:
     """A mixed load over every bucket after warm-up triggers no XLA compilation at all."""
-    compiles_before = len(_backend_compiles)
+    compiles_before = len(backend_compiles)
     assert compiles_before >= engine.runner.compile_count > 0  # the listener saw warm-up compile
     runner_compiles = engine.runner.compile_count
 
@@ -159,9 +114,9 @@ def test_nothing_compiles_after_warm_up(engine: AsyncEngine) -> None:
         lengths = [1, 7, 8, 9, 31, 33, 60, 90, 120]
         await asyncio.gather(
             *(
-                _collect(
+                collect(
                     engine,
-                    _prompt(n, n),
+                    prompt_ids(n, n),
                     SamplingParams(
                         temperature=0.5 * (n % 3), top_p=0.9, max_tokens=MAX_MODEL_LEN - n, ignore_eos=True
                     ),
@@ -171,9 +126,9 @@ def test_nothing_compiles_after_warm_up(engine: AsyncEngine) -> None:
             )
         )
 
-    _run(mixed())
+    run(mixed())
     assert engine.runner.compile_count == runner_compiles
-    assert len(_backend_compiles) == compiles_before
+    assert len(backend_compiles) == compiles_before
 
 
 def test_requests_beyond_the_queue_limit_get_server_busy(engine: AsyncEngine) -> None:
@@ -185,11 +140,11 @@ def test_requests_beyond_the_queue_limit_get_server_busy(engine: AsyncEngine) ->
         async def crowd() -> list[object]:
             params = SamplingParams(temperature=0.0, max_tokens=20, ignore_eos=True)
             return await asyncio.gather(
-                *(_collect(engine, _prompt(5, i), params, f"crowd-{i}") for i in range(3)),
+                *(collect(engine, prompt_ids(5, i), params, f"crowd-{i}") for i in range(3)),
                 return_exceptions=True,
             )
 
-        results = _run(crowd())
+        results = run(crowd())
         busy = [r for r in results if isinstance(r, ServerBusy)]
         assert len(busy) == 1 and busy[0].status == 503
         assert sum(isinstance(r, RequestOutput) for r in results) == 2
