@@ -161,7 +161,8 @@ class ModelRunner:
             positions[i, :n] = np.arange(row.start_position, row.start_position + n)
             if row.next_ids is not None:
                 next_ids[i, : len(row.next_ids)] = row.next_ids
-            block_tables[i, : len(row.block_table)] = row.block_table
+            table = row.block_table[:pages]  # the bucket spans every position fed; later pages are unused
+            block_tables[i, : len(table)] = table
             slots[i] = row.slot
             last_index[i] = n - 1
             counted[i] = row.counted
