@@ -56,13 +56,18 @@ def write_pages(
     in_span = (positions >= 0) & (positions < span)
     page_index = jnp.clip(positions // page_size, 0, block_tables.shape[1] - 1)
     pages = jnp.take_along_axis(block_tables, page_index, axis=1)  # [B, T]
-    slots = jnp.where(in_span, pages * page_size + positions % page_size, num_pages * page_size)
-    slots = slots.reshape(-1)
+    dropped = num_pages * page_size
+    slots = jnp.where(in_span, pages * page_size + positions % page_size, dropped).reshape(-1)
+    # One extra, always-dropped update: XLA:CPU turns a single-row scatter into an update that is not done
+    # in place when the cache is read afterwards, copying the whole pool (measured 43 ms vs 0.3 ms per
+    # layer for a 1024-page pool, batch 1 decode).
+    slots = jnp.concatenate([slots, jnp.full((1,), dropped, slots.dtype)])
 
     def store(cache: jax.Array, new: jax.Array) -> jax.Array:
-        flat = cache.reshape(num_pages * page_size, kv_heads, head_dim)
-        flat = flat.at[slots].set(new.reshape(-1, kv_heads, head_dim).astype(cache.dtype), mode="drop")
-        return flat.reshape(cache.shape)
+        flat = cache.reshape(dropped, kv_heads, head_dim)
+        rows = new.reshape(-1, kv_heads, head_dim).astype(cache.dtype)
+        rows = jnp.concatenate([rows, jnp.zeros((1, kv_heads, head_dim), rows.dtype)])
+        return flat.at[slots].set(rows, mode="drop").reshape(cache.shape)
 
     return store(cache_k, k), store(cache_v, v)
 
