@@ -68,6 +68,10 @@ class EngineCore:
     def kv_cache_usage(self) -> float:
         return self.scheduler.pool.usage
 
+    @property
+    def num_preemptions(self) -> int:
+        return self.scheduler.num_preemptions
+
     def has_work(self) -> bool:
         return self.scheduler.has_work()
 

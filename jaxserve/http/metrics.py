@@ -14,9 +14,11 @@ token counts too. A request closed early (client gone, engine fault) still count
 and its latencies so far, but no end-to-end sample. Callers that time generations themselves can call
 `request_finished` directly instead.
 
-Load gauges are read from the engine at scrape time. `vllm:kv_cache_usage_perc` is the fraction of the
-engine's sequence slots in use (each slot holds a whole-context cache until the paged KV pool exists);
-`vllm:prefix_cache_hits_total` stays 0 until prefix caching exists.
+Load gauges are read from the engine at scrape time: running and waiting requests, and
+`vllm:kv_cache_usage_perc`, the fraction of KV-cache pages held by running sequences (pages that only
+keep cached prefixes count as free). `vllm:prefix_cache_queries_total` counts prompt tokens looked up and
+`vllm:prefix_cache_hits_total` those served from the cache; `vllm:num_preemptions_total` counts
+sequences preempted for want of pages.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Final, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from jaxserve.engine.outputs import RequestOutput
@@ -59,7 +61,10 @@ class SchedulerView(Protocol):
     def num_waiting(self) -> int: ...
 
     @property
-    def num_free_slots(self) -> int: ...
+    def kv_cache_usage(self) -> float: ...
+
+    @property
+    def num_preemptions(self) -> int: ...
 
 
 def scheduler_of(engine: object) -> SchedulerView | None:
@@ -70,7 +75,7 @@ def scheduler_of(engine: object) -> SchedulerView | None:
     """
     core = getattr(engine, "core", None)
     if core is None or not all(
-        hasattr(core, name) for name in ("num_running", "num_waiting", "num_free_slots")
+        hasattr(core, name) for name in ("num_running", "num_waiting", "kv_cache_usage", "num_preemptions")
     ):
         return None
     return core  # type: ignore[no-any-return]
@@ -87,9 +92,7 @@ class _EngineLoadCollector(Collector):
         scheduler = scheduler_of(self._engine)
         running = scheduler.num_running if scheduler else 0
         waiting = scheduler.num_waiting if scheduler else 0
-        free = scheduler.num_free_slots if scheduler else 0
-        slots = running + free
-        usage = min(1.0, running / slots) if slots else 0.0
+        usage = scheduler.kv_cache_usage if scheduler else 0.0
         for name, doc, value in (
             ("vllm:num_requests_running", "Number of requests in model execution batches.", running),
             ("vllm:num_requests_waiting", "Number of requests waiting to be processed.", waiting),
@@ -98,6 +101,11 @@ class _EngineLoadCollector(Collector):
             gauge = GaugeMetricFamily(name, doc, labels=LABEL_NAMES)
             gauge.add_metric(self._labels, float(value))
             yield gauge
+        preemptions = CounterMetricFamily(
+            "vllm:num_preemptions", "Cumulative number of preemptions from the engine.", labels=LABEL_NAMES
+        )
+        preemptions.add_metric(self._labels, float(scheduler.num_preemptions if scheduler else 0))
+        yield preemptions
 
     def describe(self) -> Iterable[Metric]:
         return []  # names are fixed; no need to collect (and touch the engine) at registration
@@ -123,6 +131,9 @@ class ServingMetrics:
         self.generation_tokens = counter(
             "vllm:generation_tokens", "Number of generation tokens processed."
         ).labels(*labels)
+        self.prefix_cache_queries = counter(
+            "vllm:prefix_cache_queries", "Prefix cache queries, in terms of number of queried tokens."
+        ).labels(*labels)
         self.prefix_cache_hits = counter(
             "vllm:prefix_cache_hits", "Prefix cache hits, in terms of number of cached tokens."
         ).labels(*labels)
@@ -145,9 +156,13 @@ class ServingMetrics:
         ttft: float | None,
         inter_token_latencies: Sequence[float],
         e2e: float | None,
+        cached_tokens: int = 0,
     ) -> None:
-        """Record one request: its token counts and latencies in seconds (None: not reached)."""
+        """Record one request: its token counts (`cached_tokens`: prompt tokens served by the prefix
+        cache) and latencies in seconds (None: not reached)."""
         self.prompt_tokens.inc(prompt_tokens)
+        self.prefix_cache_queries.inc(prompt_tokens)
+        self.prefix_cache_hits.inc(cached_tokens)
         self.generation_tokens.inc(generation_tokens)
         if ttft is not None:
             self.time_to_first_token.observe(ttft)
@@ -164,6 +179,7 @@ class ServingMetrics:
         self, outputs: AsyncIterator[RequestOutput], started: float
     ) -> AsyncGenerator[RequestOutput, None]:
         prompt_tokens: int | None = None
+        cached_tokens = 0
         generated = 0
         first: float | None = None
         last = started
@@ -174,6 +190,7 @@ class ServingMetrics:
                 now = time.perf_counter()
                 if prompt_tokens is None:
                     prompt_tokens = len(output.prompt_token_ids)
+                cached_tokens = output.num_cached_tokens
                 if output.delta_token_ids:
                     if first is None:
                         first = now
@@ -183,11 +200,13 @@ class ServingMetrics:
                     generated += len(output.delta_token_ids)
                 if output.finished and not recorded:
                     recorded = True
-                    self._record(prompt_tokens, generated, first, started, gaps, e2e=now - started)
+                    self._record(
+                        prompt_tokens, cached_tokens, generated, first, started, gaps, e2e=now - started
+                    )
                 yield output
         finally:
             if not recorded and prompt_tokens is not None:
-                self._record(prompt_tokens, generated, first, started, gaps, e2e=None)
+                self._record(prompt_tokens, cached_tokens, generated, first, started, gaps, e2e=None)
             aclose = getattr(outputs, "aclose", None)
             if aclose is not None:
                 await aclose()  # closing the engine's iterator is what aborts an unfinished request
@@ -195,6 +214,7 @@ class ServingMetrics:
     def _record(
         self,
         prompt_tokens: int,
+        cached_tokens: int,
         generated: int,
         first: float | None,
         started: float,
@@ -208,6 +228,7 @@ class ServingMetrics:
             ttft=None if first is None else first - started,
             inter_token_latencies=gaps,
             e2e=e2e,
+            cached_tokens=cached_tokens,
         )
 
 
