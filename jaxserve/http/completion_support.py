@@ -25,7 +25,10 @@ COMPLETION_FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
         "logit_bias": FIELD_SUPPORT["logit_bias"],
         "logprobs": supported("0-5: the chosen token and that many alternatives, legacy layout"),
         "max_tokens": supported("default 16; capped to the context left after the prompt"),
-        "n": supported("only 1", only=(1,), reason="other than 1 is not supported by this server yet"),
+        "n": supported(
+            "1-128 choices per prompt, numbered prompt by prompt; with a seed, choice i is seeded seed + i; "
+            "with use_beam_search, the beam width (1-10)"
+        ),
         "presence_penalty": FIELD_SUPPORT["presence_penalty"],
         "seed": FIELD_SUPPORT["seed"],
         "stop": FIELD_SUPPORT["stop"],

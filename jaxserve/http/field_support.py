@@ -74,10 +74,13 @@ FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
         "top_logprobs": supported("0-20; needs logprobs=true"),
         "max_tokens": supported("deprecated alias; max_completion_tokens takes precedence"),
         "max_completion_tokens": supported("capped to the context left after the prompt"),
-        "n": supported("only 1", only=(1,), reason="other than 1 is not supported by this server yet"),
+        "n": supported(
+            "1-128 choices, each its own engine request (they share the prompt's prefix-cache pages); "
+            "with a seed, choice i is seeded seed + i (vLLM); with use_beam_search, the beam width (1-10)"
+        ),
         "presence_penalty": supported("[-2, 2], over generated tokens"),
         "response_format": not_yet(ResponseFormat(type="text"), note="{'type': 'text'} asks for nothing"),
-        "seed": supported(),
+        "seed": supported("reproducible whatever else shares the batch; choice i of n uses seed + i"),
         "stop": supported("a string or a list of strings"),
         "stream": supported("server-sent chat.completion.chunk events ending with data: [DONE]"),
         "stream_options": supported(
@@ -92,11 +95,18 @@ FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
         "include_reasoning": not_yet(True),
         "parallel_tool_calls": not_yet(True),
         "user": supported("accepted, has no effect"),
-        "use_beam_search": not_yet(False),
+        "use_beam_search": supported(
+            "vLLM's beam search: n beams, one engine step per token over each beam's top 2n tokens, "
+            "answers ranked by cumulative logprob / (prompt + generated tokens) ** length_penalty; "
+            "max_tokens, min_tokens, stop, stop_token_ids, ignore_eos and include_stop_str_in_output are "
+            "honoured; temperature and seed change nothing (the search is deterministic); top_p, top_k, "
+            "min_p, penalties, logit_bias, allowed_token_ids and bad_words are a 400; with stream=true the "
+            "beams are sent whole once the search ends"
+        ),
         "top_k": supported("0 or -1 = off"),
         "min_p": supported("[0, 1]"),
         "repetition_penalty": supported("> 0, over prompt and generated tokens"),
-        "length_penalty": not_yet(1.0),
+        "length_penalty": supported("beam search only: any value but 1.0 without use_beam_search is a 400"),
         "stop_token_ids": supported(),
         "include_stop_str_in_output": supported(),
         "ignore_eos": supported(),
@@ -124,11 +134,9 @@ FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
             {}, reason="applies to multimodal input, which this text-only model does not accept"
         ),
         "structured_outputs": not_yet(),
-        "priority": FieldPolicy(
-            Support.NOT_YET,
-            "0 only: requests are scheduled first come, first served (vLLM refuses priorities under FCFS too)",
-            (0,),
-            "other than 0 needs priority scheduling, which this server does not have yet",
+        "priority": supported(
+            "lower runs first when the server runs with --scheduling-policy priority; under the default "
+            "fcfs policy a non-zero priority is a 400 (as in vLLM)"
         ),
         "request_id": supported("the response id is chatcmpl-<X-Request-Id header or request_id>"),
         "logits_processors": refused(
@@ -137,7 +145,7 @@ FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
         "return_tokens_as_token_ids": supported("logprob tokens rendered as token_id:N"),
         "return_token_ids": supported("choice token_ids and prompt_token_ids in the response"),
         "cache_salt": supported(
-            "accepted and passed to the engine; there is no prefix cache yet, so no request shares cached state"
+            "non-empty; prefix-cache pages are shared only between requests with the same salt"
         ),
         "kv_transfer_params": refused(
             {}, reason="needs a disaggregated prefill/decode deployment, which this server is not"

@@ -82,11 +82,44 @@ def test_unknown_model_is_a_404() -> None:
 
 def test_unsupported_field_is_a_400_naming_it() -> None:
     status, _, body = call(
-        "POST", CHAT, json={"model": "smol-alias", "messages": MESSAGES, "use_beam_search": True}
+        "POST", CHAT, json={"model": "smol-alias", "messages": MESSAGES, "reasoning_effort": "low"}
     )
     assert status == 400
-    message = assert_error_object(body, error_type="invalid_request_error", param="use_beam_search")
-    assert message == "'use_beam_search' is not supported by this server yet"
+    message = assert_error_object(body, error_type="invalid_request_error", param="reasoning_effort")
+    assert message == "'reasoning_effort' is not supported by this server yet"
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"n": 0}, "n"),
+        ({"n": 129}, "n"),
+        ({"use_beam_search": True, "n": 11}, "n"),
+        ({"use_beam_search": True, "top_p": 0.9}, "top_p"),
+        ({"use_beam_search": True, "top_k": 5}, "top_k"),
+        ({"use_beam_search": True, "min_p": 0.1}, "min_p"),
+        ({"use_beam_search": True, "presence_penalty": 0.5}, "presence_penalty"),
+        ({"use_beam_search": True, "frequency_penalty": 0.5}, "frequency_penalty"),
+        ({"use_beam_search": True, "repetition_penalty": 1.2}, "repetition_penalty"),
+        ({"use_beam_search": True, "logit_bias": {"5": 1}}, "logit_bias"),
+        ({"use_beam_search": True, "allowed_token_ids": [5]}, "allowed_token_ids"),
+        ({"use_beam_search": True, "bad_words": ["x"]}, "bad_words"),
+        ({"length_penalty": 0.5}, "length_penalty"),
+        ({"priority": 1}, "priority"),
+        ({"priority": -3}, "priority"),
+        ({"cache_salt": ""}, "cache_salt"),
+    ],
+)
+@pytest.mark.parametrize("path", [CHAT, "/v1/completions"])
+def test_choice_beam_and_priority_refusals_come_before_the_engine(
+    fields: dict[str, Any], param: str, path: str
+) -> None:
+    """n out of range, sampling fields under beam search, length_penalty without it, and a priority under
+    the (stand-in's default) FCFS policy are all refused before anything is tokenised."""
+    prompt: dict[str, Any] = {"messages": MESSAGES} if path == CHAT else {"prompt": "hi"}
+    status, _, body = call("POST", path, json={**prompt, **fields})
+    assert status == 400
+    assert_error_object(body, error_type="invalid_request_error", param=param)
 
 
 def test_non_text_content_is_a_400_naming_the_input_type() -> None:

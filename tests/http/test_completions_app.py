@@ -48,7 +48,7 @@ def error_param(body: dict[str, Any] | str) -> str | None:
     ("payload", "status", "param"),
     [
         ({"prompt": "hi", "suffix": "!"}, 400, "suffix"),
-        ({"prompt": "hi", "n": 3}, 400, "n"),
+        ({"prompt": "hi", "n": 129}, 400, "n"),
         ({"prompt": "hi", "stream": True}, 400, "stream"),
         ({"prompt": [1, "a"]}, 400, "prompt.1"),
         ({"prompt": "hi", "model": "gpt-4"}, 404, "model"),

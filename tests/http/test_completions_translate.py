@@ -49,14 +49,17 @@ def tokenizer() -> Tokenizer:
     ("fields", "param"),
     [
         ({"suffix": "!"}, "suffix"),
-        ({"n": 2}, "n"),
+        ({"n": 0}, "n"),
+        ({"n": 129}, "n"),
         ({"best_of": 3}, "best_of"),
         ({"stream": True}, "stream"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"logprobs": 6}, "logprobs"),
         ({"logprobs": -1}, "logprobs"),
         ({"max_tokens": 0}, "max_tokens"),
-        ({"use_beam_search": True}, "use_beam_search"),
+        ({"use_beam_search": True, "n": 11}, "n"),
+        ({"use_beam_search": True, "top_k": 3}, "top_k"),
+        ({"length_penalty": 2.0}, "length_penalty"),
         ({"prompt_embeds": "AAAA"}, "prompt_embeds"),
     ],
 )
@@ -73,7 +76,15 @@ def test_stream_options_without_stream_is_vllms_error() -> None:
 
 
 @pytest.mark.parametrize(
-    "fields", [{"n": 1, "best_of": 1}, {"echo": True, "max_tokens": 0}, {"logprobs": 5}, {"logprobs": 0}]
+    "fields",
+    [
+        {"n": 1, "best_of": 1},
+        {"n": 128},
+        {"use_beam_search": True, "n": 10, "length_penalty": 0.5, "temperature": 0.7, "seed": 3},
+        {"echo": True, "max_tokens": 0},
+        {"logprobs": 5},
+        {"logprobs": 0},
+    ],
 )
 def test_no_op_values_are_accepted(fields: dict[str, Any]) -> None:
     check_completion_request(request(**fields))
@@ -244,10 +255,15 @@ def output(
 
 
 def respond(
-    req: CompletionRequest, outputs: list[RequestOutput], inputs: list[CompletionInput], tokenizer: Tokenizer
+    req: CompletionRequest,
+    outputs: list[RequestOutput] | list[list[RequestOutput]],
+    inputs: list[CompletionInput],
+    tokenizer: Tokenizer,
 ) -> dict[str, Any]:
+    """The response body; `outputs` holds one output per prompt, or each prompt's list of choices."""
+    per_prompt = [o if isinstance(o, list) else [o] for o in outputs]
     response = to_completion_response(
-        outputs,
+        per_prompt,
         inputs,
         req,
         response_id="cmpl-x",
@@ -271,6 +287,26 @@ def test_batch_response_has_one_choice_per_prompt_and_summed_usage(tokenizer: To
     prompt_tokens = len(inputs[0].prompt_token_ids) + len(inputs[1].prompt_token_ids)
     assert body["usage"]["prompt_tokens"] == prompt_tokens
     assert body["usage"]["completion_tokens"] == 3 and body["usage"]["total_tokens"] == prompt_tokens + 3
+
+
+def test_n_choices_per_prompt_are_numbered_prompt_by_prompt(tokenizer: Tokenizer) -> None:
+    """vLLM's order: prompt 0's n choices, then prompt 1's; each prompt's tokens counted once, every
+    choice's tokens counted, and the cached prompt tokens of each prompt's first choice summed."""
+    req = request(prompt=["a", "b"], n=2)
+    inputs = completion_inputs(req, tokenizer, 2048)
+    a, b = (tuple(item.prompt_token_ids) for item in inputs)
+    outs = [
+        [output(a, (5, 6), "a0", num_cached_tokens=1), output(a, (7,), "a1", num_cached_tokens=len(a))],
+        [output(b, (8,), "b0", num_cached_tokens=0), output(b, (9, 9, 9), "b1", num_cached_tokens=len(b))],
+    ]
+    body = respond(req, outs, inputs, tokenizer)
+    assert [(c["index"], c["text"]) for c in body["choices"]] == [(0, "a0"), (1, "a1"), (2, "b0"), (3, "b1")]
+    assert body["usage"] == {
+        "prompt_tokens": len(a) + len(b),
+        "completion_tokens": 7,
+        "total_tokens": len(a) + len(b) + 7,
+        "prompt_tokens_details": {"cached_tokens": 1},
+    }
 
 
 def test_echo_with_logprobs_prepends_the_prompt_and_its_logprobs(tokenizer: Tokenizer) -> None:

@@ -21,11 +21,8 @@ ACTIVE_VALUES: dict[str, Any] = {
     "reasoning_effort": "low",
     "include_reasoning": False,
     "parallel_tool_calls": False,
-    "use_beam_search": True,
-    "length_penalty": 0.8,
     "mm_processor_kwargs": {"fps": 2},
     "structured_outputs": {"regex": "[a-z]+"},
-    "priority": 1,
     "logits_processors": ["my.module.Processor"],
     "kv_transfer_params": {"do_remote_prefill": True},
 }
@@ -114,12 +111,19 @@ def test_values_that_ask_for_nothing_are_accepted(name: str, value: Any) -> None
     check_field_support(request(**{name: value}))
 
 
-def test_n_other_than_one_is_refused() -> None:
-    check_field_support(request(n=1))
-    with pytest.raises(UnsupportedField) as caught:
-        check_field_support(request(n=2))
-    assert caught.value.param == "n"
-    assert "other than 1" in caught.value.message
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"n": 4},
+        {"use_beam_search": True, "n": 3, "length_penalty": 0.5},
+        {"priority": 5},
+        {"cache_salt": "pepper"},
+    ],
+)
+def test_fields_checked_elsewhere_pass_the_table(fields: dict[str, Any]) -> None:
+    """n's range, beam search combinations and priority against the scheduling policy are checked
+    by the translation layer (tests in test_app_errors), not by the table."""
+    check_field_support(request(**fields))
 
 
 def test_streaming_is_accepted() -> None:
@@ -128,8 +132,11 @@ def test_streaming_is_accepted() -> None:
 
 def test_first_unsupported_field_in_spec_order_is_named() -> None:
     with pytest.raises(UnsupportedField) as caught:
-        check_field_support(request(vllm_xargs={"a": 1}, priority=1, use_beam_search=True))
-    assert caught.value.param == "use_beam_search"
+        check_field_support(request(vllm_xargs={"a": 1}, structured_outputs={"regex": "a"}, tools=[]))
+    assert caught.value.param == "structured_outputs"
+    with pytest.raises(UnsupportedField) as caught:
+        check_field_support(request(structured_outputs={"regex": "a"}, reasoning_effort="low"))
+    assert caught.value.param == "reasoning_effort"
 
 
 def test_unknown_top_level_fields_are_ignored() -> None:

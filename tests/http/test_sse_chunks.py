@@ -172,7 +172,12 @@ def test_include_usage_adds_one_final_chunk_with_empty_choices() -> None:
         "created": 1700000000,
         "model": "smol",
         "choices": [],
-        "usage": {"prompt_tokens": 3, "total_tokens": 5, "completion_tokens": 2},
+        "usage": {
+            "prompt_tokens": 3,
+            "total_tokens": 5,
+            "completion_tokens": 2,
+            "prompt_tokens_details": {"cached_tokens": 0},
+        },
     }
 
 
@@ -251,3 +256,77 @@ def test_stream_only_options_without_stream_are_refused(fields: dict[str, Any], 
     with pytest.raises(InvalidRequest) as caught:
         stream_settings(request(**fields))
     assert caught.value.param == param
+
+
+def two_choices(settings: StreamSettings, shape: ResponseShape | None = None) -> list[dict[str, Any]]:
+    """A stream of two choices whose outputs interleave: 0, 1, 1 (finishes), 0 (finishes)."""
+    builder = ChatChunkBuilder(
+        response_id="chatcmpl-x",
+        model="smol",
+        created=1700000000,
+        prompt_tokens=len(PROMPT),
+        settings=settings,
+        render=RENDER,
+        n=2,
+        **({"shape": shape} if shape else {}),
+    )
+    zero = [dataclasses.replace(o, num_cached_tokens=2) for o in outputs([("a", 1), ("ab", 2)])]
+    one = [
+        dataclasses.replace(o, num_cached_tokens=3)
+        for o in outputs([("x", 24), ("xyz", 25), ("xyz!", 26)], finish=("length", None))
+    ]
+    order = [(0, zero[0]), (1, one[0]), (1, one[1]), (1, one[2]), (0, zero[1])]
+    chunks = [chunk for index, output in order for chunk in builder.chunks_for(output, index)]
+    chunks += builder.closing_chunks()
+    return [json.loads(chunk.to_json()) for chunk in chunks]
+
+
+def test_n_choices_open_together_then_interleave_each_with_its_own_finish() -> None:
+    chunks = two_choices(StreamSettings(include_usage=True))
+    assert [(c["choices"][0]["index"], c["choices"][0]["delta"]) for c in chunks[:2]] == [
+        (0, {"role": "assistant", "content": ""}),
+        (1, {"role": "assistant", "content": ""}),
+    ]
+    body = [c["choices"][0] for c in chunks[2:-1]]
+    assert [(c["index"], c["delta"]["content"], c["finish_reason"]) for c in body] == [
+        (0, "a", None),
+        (1, "x", None),
+        (1, "yz", None),
+        (1, "!", "length"),
+        (0, "b", "stop"),
+    ]
+    # The prompt counts once, the completions add up; cached tokens are the first choice's.
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == {
+        "prompt_tokens": 3,
+        "total_tokens": 8,
+        "completion_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 2},
+    }
+
+
+def test_continuous_usage_counts_the_chunks_own_choice() -> None:
+    chunks = two_choices(StreamSettings(include_usage=True, continuous_usage=True))
+    per_chunk = [(c["choices"][0]["index"], c["usage"]["completion_tokens"]) for c in chunks[:-1]]
+    assert per_chunk == [(0, 0), (1, 0), (0, 1), (1, 1), (1, 2), (1, 3), (0, 2)]
+    assert all("prompt_tokens_details" not in c["usage"] for c in chunks[:-1])
+
+
+def test_n_choices_each_get_the_echo_and_prompt_ids() -> None:
+    chunks = two_choices(
+        StreamSettings(), ResponseShape(role="assistant", echo_prefix="Hi", return_token_ids=True)
+    )
+    assert [c["choices"][0]["index"] for c in chunks[:4]] == [0, 1, 0, 1]
+    assert [c["choices"][0]["delta"] for c in chunks[2:4]] == [{"content": "Hi"}, {"content": "Hi"}]
+    assert [c.get("prompt_token_ids") for c in chunks[:4]] == [list(PROMPT), list(PROMPT), None, None]
+
+
+def test_usage_waits_for_every_choice() -> None:
+    builder = ChatChunkBuilder(
+        response_id="x", model="m", created=0, prompt_tokens=1, settings=StreamSettings(True), n=2
+    )
+    [last] = outputs([("a", 1)])
+    builder.chunks_for(last, 1)
+    with pytest.raises(ValueError, match="has not finished"):
+        builder.closing_chunks()
+    builder.chunks_for(last, 0)
+    assert len(builder.closing_chunks()) == 1

@@ -108,7 +108,7 @@ class CompletionRequest(ProtocolModel):
     logits_processors: list[str | LogitsProcessorConstructor] | None = None
     return_tokens_as_token_ids: bool | None = None
     return_token_ids: bool | None = None
-    cache_salt: str | None = None
+    cache_salt: Annotated[str, Field(min_length=1)] | None = None  # vLLM refuses an empty salt
     kv_transfer_params: dict[str, Any] | None = None
     vllm_xargs: dict[str, XargValue] | None = None
 

@@ -13,17 +13,27 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from jaxserve.engine.outputs import RequestOutput
-from jaxserve.http.generation import ClientDisconnected, final_output
+from jaxserve.http.generation import (
+    ClientDisconnected,
+    beam_search_outputs,
+    choice_streams,
+    final_outputs,
+    finished_stream,
+    merged,
+    until_done,
+)
 from jaxserve.http.metrics import METRICS
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
 from jaxserve.http.request_body import parse_body, read_json_object
 from jaxserve.http.sse import aclose, send_event_stream, sse_event
 from jaxserve.http.state import SERVER_STATE
+from jaxserve.http.translate.beam import beam_search_params
 from jaxserve.http.translate.chat import chat_prompt, engine_input, response_shape
+from jaxserve.http.translate.choices import check_priority, requested_n
 from jaxserve.http.translate.chunks import ChatChunkBuilder
 from jaxserve.http.translate.logprobs import TokenRenderer
 from jaxserve.http.translate.response import to_chat_completion_response
-from jaxserve.http.translate.streaming import stream_settings
+from jaxserve.http.translate.streaming import StreamSettings, stream_settings
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +48,25 @@ def base_request_id(request: web.Request, body_request_id: str | None) -> str:
     return request.headers.get(REQUEST_ID_HEADER) or body_request_id or uuid.uuid4().hex
 
 
-def _client_connected(request: web.Request) -> bool:
+def client_connected(request: web.Request) -> bool:
+    """Whether the client's connection is still open."""
     transport = request.transport
     return transport is not None and not transport.is_closing()
 
 
+def scheduling_policy(engine: object) -> str:
+    """The engine's scheduling policy ("fcfs" for stand-ins that do not say)."""
+    return str(getattr(engine, "scheduling_policy", "fcfs"))
+
+
 async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     """Validate, translate, run on the engine; answer with one `chat.completion` or, with `stream=true`,
-    with server-sent `chat.completion.chunk` events."""
+    with server-sent `chat.completion.chunk` events.
+
+    `n` choices are n engine requests run together (choice i seeded with seed + i); with
+    `use_beam_search` they are the n best beams of one beam search, streamed (if asked) once complete,
+    as vLLM does. Any failure fails the whole request; a departed client aborts all its engine requests.
+    """
     created = int(time.time())
     state = request.app[SERVER_STATE]
     chat = parse_body(ChatCompletionRequest, await read_json_object(request))
@@ -53,6 +74,8 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     model = state.resolve_model(chat.model)
     prompt = chat_prompt(chat)  # every refusal that needs no model happens here, before the engine
     engine = state.engine
+    check_priority(chat.priority, scheduling_policy(engine))
+    n = requested_n(chat.n)
     # Rendering and tokenising a long conversation takes milliseconds of CPU: off the event loop, so
     # streams of other requests keep flowing meanwhile.
     inputs = await asyncio.to_thread(engine_input, chat, prompt, engine.tokenizer, engine.max_model_len)
@@ -64,35 +87,66 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     engine_request_id = f"{response_id}-{secrets.token_hex(4)}"
     render = TokenRenderer(engine.tokenizer, as_token_ids=bool(chat.return_tokens_as_token_ids))
     headers = {REQUEST_ID_HEADER: base_id}
-    outputs = engine.generate(engine_request_id, inputs.prompt_token_ids, inputs.sampling_params)
+    metrics = request.app[METRICS]
+    prompt_ids = inputs.prompt_token_ids
 
-    if stream is not None:
-        builder = ChatChunkBuilder(
+    def builder(choices: int) -> ChatChunkBuilder:
+        return ChatChunkBuilder(
             response_id=response_id,
             model=model,
             created=created,
-            prompt_tokens=len(inputs.prompt_token_ids),
-            settings=stream,
+            prompt_tokens=len(prompt_ids),
+            settings=stream or StreamSettings(),
             shape=shape,
             render=render,
+            n=choices,
         )
-        events = chunk_events(request.app[METRICS].track(outputs), builder)
-        return await send_event_stream(request, events, headers=headers, name=engine_request_id)
 
-    try:
-        output = await final_output(
-            request.app[METRICS].track(outputs), client_connected=lambda: _client_connected(request)
+    if chat.use_beam_search:
+        beam = beam_search_params(chat, inputs.sampling_params)
+        work = beam_search_outputs(
+            engine,
+            metrics,
+            engine_request_id,
+            prompt_ids,
+            beam,
+            priority=chat.priority,
+            cache_salt=chat.cache_salt,
         )
-    except ClientDisconnected:
-        logger.info("client left before %s finished; request aborted", engine_request_id)
-        return web.Response(status=CLIENT_CLOSED_STATUS)
+        try:
+            outputs = await until_done(work, client_connected=lambda: client_connected(request))
+        except ClientDisconnected:
+            logger.info("client left before %s finished; beam search aborted", engine_request_id)
+            return web.Response(status=CLIENT_CLOSED_STATUS)
+        if stream is not None:
+            events = chunk_events(finished_stream(outputs), builder(len(outputs)))
+            return await send_event_stream(request, events, headers=headers, name=engine_request_id)
+    else:
+        streams = choice_streams(
+            engine,
+            metrics,
+            engine_request_id,
+            prompt_ids,
+            inputs.sampling_params,
+            n,
+            priority=chat.priority,
+            cache_salt=chat.cache_salt,
+        )
+        if stream is not None:
+            events = chunk_events(merged(streams), builder(n))
+            return await send_event_stream(request, events, headers=headers, name=engine_request_id)
+        try:
+            outputs = await final_outputs(streams, client_connected=lambda: client_connected(request))
+        except ClientDisconnected:
+            logger.info("client left before %s finished; request aborted", engine_request_id)
+            return web.Response(status=CLIENT_CLOSED_STATUS)
 
     response = to_chat_completion_response(
-        output,
+        outputs,
         response_id=response_id,
         model=model,
         created=created,
-        prompt_tokens=len(inputs.prompt_token_ids),
+        prompt_tokens=len(prompt_ids),
         render=render,
         shape=shape,
     )
@@ -100,17 +154,17 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
 
 
 async def chunk_events(
-    outputs: AsyncIterator[RequestOutput], builder: ChatChunkBuilder
+    outputs: AsyncIterator[tuple[int, RequestOutput]], builder: ChatChunkBuilder
 ) -> AsyncIterator[bytes]:
-    """The SSE events of one streamed completion, one write's worth per engine output.
+    """The SSE events of one streamed completion, one write's worth per engine output of any choice.
 
-    Closing this generator (the client left) closes the engine's iterator from the task that owns it,
-    which aborts the request. An EngineFault from the engine propagates to send_event_stream, which turns
-    it into an error event.
+    Closing this generator (the client left) closes the outputs' iterator, which closes the engine's
+    iterators from the tasks that own them and so aborts every choice. An EngineFault from the engine
+    propagates to send_event_stream, which turns it into an error event.
     """
     try:
-        async for output in outputs:
-            chunks = builder.chunks_for(output)
+        async for index, output in outputs:
+            chunks = builder.chunks_for(output, index)
             if chunks:
                 yield b"".join(sse_event(chunk.to_json()) for chunk in chunks)
         closing = builder.closing_chunks()

@@ -1,4 +1,5 @@
-"""`POST /v1/completions` (non-streaming): one engine request per prompt, one choice per prompt."""
+"""`POST /v1/completions` (non-streaming): n engine requests per prompt (or a beam search per prompt),
+n choices per prompt."""
 
 from __future__ import annotations
 
@@ -12,12 +13,27 @@ from aiohttp import web
 
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.protocol import EngineClient
-from jaxserve.http.generation import ClientDisconnected, final_output
+from jaxserve.http.generation import (
+    ClientDisconnected,
+    all_or_none,
+    beam_search_outputs,
+    choice_streams,
+    final_outputs,
+    until_done,
+)
 from jaxserve.http.metrics import METRICS, ServingMetrics
 from jaxserve.http.protocol.completion import CompletionRequest
 from jaxserve.http.request_body import parse_body, read_json_object
-from jaxserve.http.routes.chat import CLIENT_CLOSED_STATUS, REQUEST_ID_HEADER, base_request_id
+from jaxserve.http.routes.chat import (
+    CLIENT_CLOSED_STATUS,
+    REQUEST_ID_HEADER,
+    base_request_id,
+    client_connected,
+    scheduling_policy,
+)
 from jaxserve.http.state import SERVER_STATE
+from jaxserve.http.translate.beam import beam_search_params
+from jaxserve.http.translate.choices import check_priority, requested_n
 from jaxserve.http.translate.completion import CompletionInput, check_completion_request, completion_inputs
 from jaxserve.http.translate.completion_response import to_completion_response
 from jaxserve.http.translate.logprobs import TokenRenderer
@@ -25,43 +41,51 @@ from jaxserve.http.translate.logprobs import TokenRenderer
 logger = logging.getLogger(__name__)
 
 
-def _client_connected(request: web.Request) -> Callable[[], bool]:
-    def connected() -> bool:
-        transport = request.transport
-        return transport is not None and not transport.is_closing()
-
-    return connected
-
-
 async def run_batch(
     engine: EngineClient,
     metrics: ServingMetrics,
+    completion: CompletionRequest,
     inputs: list[CompletionInput],
     request_id: str,
-    client_connected: Callable[[], bool],
-) -> list[RequestOutput]:
-    """Run every prompt concurrently (the engine batches them) and return the final outputs in order.
+    connected: Callable[[], bool],
+) -> list[list[RequestOutput]]:
+    """Every prompt's n choices (or n best beams), all run concurrently so the engine batches them.
 
-    The first failure (a refusal by the engine, the client leaving) cancels the others, whose iterators
-    are then closed, which aborts them in the engine.
+    Returns, per prompt in order, its outputs in choice order. The first failure (a refusal by the
+    engine, the client leaving) cancels the others, whose iterators are then closed, which aborts them
+    in the engine.
     """
-    tasks = [
-        asyncio.ensure_future(
-            final_output(
-                metrics.track(
-                    engine.generate(f"{request_id}-{index}", item.prompt_token_ids, item.sampling_params)
-                ),
-                client_connected=client_connected,
+    n = requested_n(completion.n)
+    if completion.use_beam_search:
+        searches = [
+            beam_search_outputs(
+                engine,
+                metrics,
+                f"{request_id}-{p}",
+                item.prompt_token_ids,
+                beam_search_params(completion, item.sampling_params),
+                priority=completion.priority,
+                cache_salt=completion.cache_salt,
             )
+            for p, item in enumerate(inputs)
+        ]
+        return await until_done(all_or_none(searches), client_connected=connected)
+    streams = [
+        stream
+        for p, item in enumerate(inputs)
+        for stream in choice_streams(
+            engine,
+            metrics,
+            f"{request_id}-{p}",
+            item.prompt_token_ids,
+            item.sampling_params,
+            n,
+            priority=completion.priority,
+            cache_salt=completion.cache_salt,
         )
-        for index, item in enumerate(inputs)
     ]
-    try:
-        return list(await asyncio.gather(*tasks))
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)  # wait for the aborts; errors already raised
+    outputs = await final_outputs(streams, client_connected=connected)
+    return [outputs[p * n : (p + 1) * n] for p in range(len(inputs))]
 
 
 async def create_completion(request: web.Request) -> web.StreamResponse:
@@ -72,6 +96,7 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     model = state.resolve_model(completion.model)
     check_completion_request(completion)  # every refusal that needs no tokenizer happens here
     engine = state.engine
+    check_priority(completion.priority, scheduling_policy(engine))
     inputs = await asyncio.to_thread(completion_inputs, completion, engine.tokenizer, engine.max_model_len)
 
     base_id = base_request_id(request, completion.request_id)
@@ -80,7 +105,12 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     engine_request_id = f"{response_id}-{secrets.token_hex(4)}"
     try:
         outputs = await run_batch(
-            engine, request.app[METRICS], inputs, engine_request_id, _client_connected(request)
+            engine,
+            request.app[METRICS],
+            completion,
+            inputs,
+            engine_request_id,
+            lambda: client_connected(request),
         )
     except ClientDisconnected:
         logger.info("client left before %s finished; request aborted", engine_request_id)

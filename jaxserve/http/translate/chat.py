@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 from jaxserve.errors import InvalidRequest
 from jaxserve.http.field_support import check_field_support
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
+from jaxserve.http.translate.beam import check_beam_search_fields
+from jaxserve.http.translate.choices import requested_n
 from jaxserve.http.translate.messages import to_template_messages
 from jaxserve.http.translate.sampling import to_sampling_params
 from jaxserve.http.translate.template import ChatTemplateArgs, chat_template_args, render_prompt
@@ -39,6 +41,8 @@ class EngineInput:
 def chat_prompt(request: ChatCompletionRequest) -> ChatPrompt:
     """Refuse what this server does not honour yet, and collect what the chat template needs."""
     check_field_support(request)
+    requested_n(request.n)
+    check_beam_search_fields(request)
     return ChatPrompt(
         messages=to_template_messages(request.messages), template_args=chat_template_args(request)
     )

@@ -1,10 +1,14 @@
 """Engine outputs -> the `chat.completion.chunk` objects of one streamed chat completion, in vLLM's order.
 
-    role chunk                 delta {"role": <role>, "content": ""}, sent with the first engine output
-    echo chunk (echo=true)     delta {"content": <the last message's content>}
+    role chunks                one per choice, delta {"role": <role>, "content": ""}, all sent with the
+                               first engine output of any choice
+    echo chunks (echo=true)    one per choice, delta {"content": <the last message's content>}
     content chunks             delta {"content": <new text>}, logprobs of the tokens this chunk covers
-    finishing chunk            the last new text, finish_reason and stop_reason
-    usage chunk (if asked)     choices [] and the exact usage
+    finishing chunk            per choice: its last new text, finish_reason and stop_reason
+    usage chunk (if asked)     choices [] and the exact usage of all choices
+
+With `n > 1` the choices' content chunks interleave as their engine outputs arrive; each chunk carries
+one choice, named by its `index`.
 
 An output that adds no visible text and does not finish (a token held back as half of a UTF-8 character
 or as a possible stop-string prefix) sends no chunk; its tokens (logprobs, token_ids) ride with the next
@@ -14,8 +18,10 @@ chunk that is sent, so the chunks still concatenate to exactly one logprob entry
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from jaxserve.engine.outputs import RequestOutput
-from jaxserve.http.protocol.chat_response import ChatCompletionLogProbs, UsageInfo
+from jaxserve.http.protocol.chat_response import ChatCompletionLogProbs, PromptTokenUsageInfo, UsageInfo
 from jaxserve.http.protocol.chat_stream import (
     CHUNK_OBJECT,
     ChatCompletionResponseStreamChoice,
@@ -29,11 +35,22 @@ from jaxserve.http.translate.streaming import StreamSettings
 PLAIN_SHAPE = ResponseShape(role="assistant", echo_prefix="", return_token_ids=False)
 
 
-class ChatChunkBuilder:
-    """The chunks of one request's stream: feed it every engine output, then ask for the closing chunks.
+@dataclass
+class _ChoiceProgress:
+    """What has been sent of one choice: how many generated tokens its chunks covered, whether it
+    finished, and how many tokens it has generated (for usage)."""
 
-    Its state is what has been sent: whether the opening chunks went out, and how many generated tokens
-    chunks have covered (the engine's token ids and logprobs are cumulative).
+    tokens_sent: int = 0
+    completion_tokens: int = 0
+    finished: bool = False
+
+
+class ChatChunkBuilder:
+    """The chunks of one request's stream: feed it every engine output of each of its `n` choices (with
+    the choice's index), then ask for the closing chunks.
+
+    Its state is what has been sent: whether the opening chunks went out, and per choice how many
+    generated tokens chunks have covered (the engine's token ids and logprobs are cumulative).
     """
 
     def __init__(
@@ -46,7 +63,10 @@ class ChatChunkBuilder:
         settings: StreamSettings,
         shape: ResponseShape = PLAIN_SHAPE,
         render: TokenRenderer | None = None,
+        n: int = 1,
     ) -> None:
+        if n < 1:
+            raise ValueError(f"a stream has at least one choice, got n={n}")
         self._id = response_id
         self._model = model
         self._created = created
@@ -55,42 +75,49 @@ class ChatChunkBuilder:
         self._shape = shape
         self._render = render
         self._started = False
-        self._finished = False
-        self._tokens_sent = 0
-        self._completion_tokens = 0
+        self._choices = [_ChoiceProgress() for _ in range(n)]
+        self._cached_tokens = 0
 
-    def chunks_for(self, output: RequestOutput) -> list[ChatCompletionStreamResponse]:
-        """The chunks one engine output calls for: possibly none; the opening chunks before the first."""
-        if self._finished:
-            raise ValueError("the request has already finished")
+    def chunks_for(self, output: RequestOutput, index: int = 0) -> list[ChatCompletionStreamResponse]:
+        """The chunks one engine output of choice `index` calls for: possibly none; the opening chunks of
+        every choice before the first."""
+        progress = self._choices[index]
+        if progress.finished:
+            raise ValueError(f"choice {index} has already finished")
         if output.error is not None:
             raise ValueError("a failed output has no chunk; the engine raises EngineFault for it")
-        self._completion_tokens = len(output.token_ids)
+        progress.completion_tokens = len(output.token_ids)
+        if index == 0:
+            # The first choice's prompt is the one computed (or found cached) first; the others find it
+            # cached because of it, so they say nothing about the request's own cache hits.
+            self._cached_tokens = output.num_cached_tokens
         chunks = [] if self._started else self._opening_chunks(output)
         self._started = True
         if not output.finished and not output.delta_text:
             return chunks
-        new_tokens = output.token_ids[self._tokens_sent :]
-        logprobs = self._logprobs(output)
-        self._tokens_sent = len(output.token_ids)
+        new_tokens = output.token_ids[progress.tokens_sent :]
+        logprobs = self._logprobs(output, progress.tokens_sent)
+        progress.tokens_sent = len(output.token_ids)
         choice = ChatCompletionResponseStreamChoice(
-            index=0, delta=DeltaMessage(content=output.delta_text), logprobs=logprobs, finish_reason=None
+            index=index, delta=DeltaMessage(content=output.delta_text), logprobs=logprobs, finish_reason=None
         )
         if output.finished:
-            self._finished = True
+            progress.finished = True
             choice.finish_reason = output.finish_reason or "stop"
             choice.stop_reason = output.stop_reason
         if self._shape.return_token_ids:
             choice.token_ids = list(new_tokens)
-        chunks.append(self._chunk(choice, completion_tokens=self._completion_tokens))
+        chunks.append(self._chunk(choice, completion_tokens=progress.completion_tokens))
         return chunks
 
     def closing_chunks(self) -> list[ChatCompletionStreamResponse]:
-        """After the finishing chunk: the usage chunk, when include_usage asked for it."""
-        if not self._finished:
+        """After every choice's finishing chunk: the usage chunk, when include_usage asked for it."""
+        if not all(progress.finished for progress in self._choices):
             raise ValueError("the stream has not finished")
         if not self._settings.include_usage:
             return []
+        usage = self._usage(sum(progress.completion_tokens for progress in self._choices))
+        usage.prompt_tokens_details = PromptTokenUsageInfo(cached_tokens=self._cached_tokens)
         return [
             ChatCompletionStreamResponse(
                 id=self._id,
@@ -98,40 +125,44 @@ class ChatChunkBuilder:
                 created=self._created,
                 model=self._model,
                 choices=[],
-                usage=self._usage(self._completion_tokens),
+                usage=usage,
             )
         ]
 
     def _opening_chunks(self, first: RequestOutput) -> list[ChatCompletionStreamResponse]:
-        role = self._chunk(
-            ChatCompletionResponseStreamChoice(
-                index=0,
-                delta=DeltaMessage(role=self._shape.role, content=""),
-                logprobs=None,
-                finish_reason=None,
-            ),
-            completion_tokens=0,
-        )
-        if self._shape.return_token_ids:
-            role.prompt_token_ids = list(first.prompt_token_ids)
-        chunks = [role]
-        if self._shape.echo_prefix:
-            echo = ChatCompletionResponseStreamChoice(
-                index=0,
-                delta=DeltaMessage(content=self._shape.echo_prefix),
-                logprobs=None,
-                finish_reason=None,
+        """vLLM's order: the role chunk of every choice, then the echo chunk of every choice."""
+        chunks = []
+        for index in range(len(self._choices)):
+            role = self._chunk(
+                ChatCompletionResponseStreamChoice(
+                    index=index,
+                    delta=DeltaMessage(role=self._shape.role, content=""),
+                    logprobs=None,
+                    finish_reason=None,
+                ),
+                completion_tokens=0,
             )
-            chunks.append(self._chunk(echo, completion_tokens=0))
+            if self._shape.return_token_ids:
+                role.prompt_token_ids = list(first.prompt_token_ids)
+            chunks.append(role)
+        if self._shape.echo_prefix:
+            for index in range(len(self._choices)):
+                echo = ChatCompletionResponseStreamChoice(
+                    index=index,
+                    delta=DeltaMessage(content=self._shape.echo_prefix),
+                    logprobs=None,
+                    finish_reason=None,
+                )
+                chunks.append(self._chunk(echo, completion_tokens=0))
         return chunks
 
-    def _logprobs(self, output: RequestOutput) -> ChatCompletionLogProbs | None:
-        """The logprob entries of the tokens no chunk has covered yet."""
+    def _logprobs(self, output: RequestOutput, tokens_sent: int) -> ChatCompletionLogProbs | None:
+        """The logprob entries of the tokens no chunk of this choice has covered yet."""
         if output.logprobs is None:
             return None
         if self._render is None:
             raise ValueError("an output with logprobs needs a TokenRenderer")
-        return chat_logprobs(output.logprobs[self._tokens_sent :], self._render)
+        return chat_logprobs(output.logprobs[tokens_sent:], self._render)
 
     def _chunk(
         self, choice: ChatCompletionResponseStreamChoice, *, completion_tokens: int
@@ -140,6 +171,7 @@ class ChatChunkBuilder:
             id=self._id, object=CHUNK_OBJECT, created=self._created, model=self._model, choices=[choice]
         )
         if self._settings.continuous_usage:
+            # Usage so far of this chunk's choice (vLLM); prompt_tokens_details only on the final usage.
             chunk.usage = self._usage(completion_tokens)  # assigned, so it counts as set
         return chunk
 

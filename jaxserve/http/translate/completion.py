@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 from jaxserve.errors import InvalidRequest
 from jaxserve.http.completion_support import check_completion_field_support
 from jaxserve.http.protocol.completion import CompletionRequest
+from jaxserve.http.translate.beam import check_beam_search_fields
 from jaxserve.http.translate.chat import truncate_prompt
+from jaxserve.http.translate.choices import requested_n
 from jaxserve.http.translate.sampling import shared_sampling_fields
 from jaxserve.sampling.params import SamplingParams
 
@@ -44,6 +46,8 @@ def check_completion_request(request: CompletionRequest) -> None:
     if request.stream_options is not None and not request.stream:
         raise InvalidRequest("Stream options can only be defined when `stream=True`.", param="stream_options")
     check_completion_field_support(request)
+    requested_n(request.n)
+    check_beam_search_fields(request)
     if request.logprobs is not None and not 0 <= request.logprobs <= MAX_COMPLETION_LOGPROBS:
         raise InvalidRequest(
             f"logprobs must be between 0 and {MAX_COMPLETION_LOGPROBS}, got {request.logprobs}",

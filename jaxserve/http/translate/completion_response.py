@@ -2,7 +2,8 @@
 
 Follows vLLM's `request_output_to_completion_response`: `echo` prepends the prompt text, and with
 `logprobs` the prompt's tokens and logprobs too (the first prompt token has none: null entries); `echo`
-with max_tokens 0 returns the prompt alone; usage counts every token the engine processed.
+with max_tokens 0 returns the prompt alone; usage counts every token the engine processed. With `n > 1`
+each prompt has n consecutive choices.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from jaxserve.engine.outputs import RequestOutput, TokenLogprob
-from jaxserve.http.protocol.chat_response import UsageInfo
+from jaxserve.http.protocol.chat_response import PromptTokenUsageInfo, UsageInfo
 from jaxserve.http.protocol.completion import (
     CompletionLogProbs,
     CompletionRequest,
@@ -19,6 +20,7 @@ from jaxserve.http.protocol.completion import (
 )
 from jaxserve.http.translate.completion import CompletionInput
 from jaxserve.http.translate.logprobs import TokenRenderer, prompt_logprobs
+from jaxserve.http.translate.response import request_usage
 
 LOGPROB_FLOOR = -9999.0
 """-inf is not JSON; OpenAI (and vLLM) report impossible tokens as -9999.0."""
@@ -101,7 +103,7 @@ def completion_choice(
 
 
 def to_completion_response(
-    outputs: Sequence[RequestOutput],
+    outputs: Sequence[Sequence[RequestOutput]],
     prompts: Sequence[CompletionInput],
     request: CompletionRequest,
     *,
@@ -110,16 +112,24 @@ def to_completion_response(
     created: int,
     render: TokenRenderer,
 ) -> CompletionResponse:
-    """One choice per prompt, in prompt order; usage sums the prompts and the generated tokens."""
-    choices = [
-        completion_choice(index, output, prompt, request, render)
-        for index, (output, prompt) in enumerate(zip(outputs, prompts, strict=True))
-    ]
-    prompt_tokens = sum(len(prompt.prompt_token_ids) for prompt in prompts)
-    completion_tokens = sum(len(output.token_ids) for output in outputs)
+    """The choices of every prompt (`outputs[p]` holds prompt p's n choices), prompt after prompt, indexed
+    0.. in that order (vLLM's); usage counts each prompt once and every choice's generated tokens, and
+    the cached prompt tokens of each prompt's first choice (see `response.request_usage`)."""
+    choices: list[CompletionResponseChoice] = []
+    usages: list[UsageInfo] = []
+    for per_prompt, prompt in zip(outputs, prompts, strict=True):
+        for output in per_prompt:
+            choices.append(completion_choice(len(choices), output, prompt, request, render))
+        usages.append(request_usage(len(prompt.prompt_token_ids), per_prompt))
+    prompt_tokens = sum(u.prompt_tokens for u in usages)
+    completion_tokens = sum(u.completion_tokens or 0 for u in usages)
+    cached_tokens = sum(
+        u.prompt_tokens_details.cached_tokens or 0 for u in usages if u.prompt_tokens_details is not None
+    )
     usage = UsageInfo(
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
         total_tokens=prompt_tokens + completion_tokens,
+        prompt_tokens_details=PromptTokenUsageInfo(cached_tokens=cached_tokens),
     )
     return CompletionResponse(id=response_id, created=created, model=model, choices=choices, usage=usage)

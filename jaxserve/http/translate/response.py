@@ -1,20 +1,42 @@
-"""The engine's final RequestOutput -> a `chat.completion` response body."""
+"""The engine's final RequestOutputs (one per choice) -> a `chat.completion` response body."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.http.protocol.chat_response import (
     ChatCompletionResponse,
     ChatCompletionResponseChoice,
     ChatMessage,
+    PromptTokenUsageInfo,
     UsageInfo,
 )
 from jaxserve.http.translate.chat import ResponseShape
 from jaxserve.http.translate.logprobs import TokenRenderer, chat_logprobs, prompt_logprobs
 
 
+def request_usage(prompt_tokens: int, outputs: Sequence[RequestOutput]) -> UsageInfo:
+    """Exact token counts of a request whose choices all share one prompt: the prompt counted once, the
+    completion tokens of every choice, and the prompt tokens the prefix cache served.
+
+    `prompt_tokens_details` is always reported (OpenAI does; vLLM only with
+    --enable-prompt-tokens-details). Its `cached_tokens` is the first choice's: the other choices of the
+    same request find the prompt cached because of it, which says nothing about the request's own hits.
+    """
+    completion_tokens = sum(len(output.token_ids) for output in outputs)
+    return UsageInfo(
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        total_tokens=prompt_tokens + completion_tokens,
+        prompt_tokens_details=PromptTokenUsageInfo(
+            cached_tokens=outputs[0].num_cached_tokens if outputs else 0
+        ),
+    )
+
+
 def to_chat_completion_response(
-    output: RequestOutput,
+    outputs: Sequence[RequestOutput],
     *,
     response_id: str,
     model: str,
@@ -23,39 +45,40 @@ def to_chat_completion_response(
     render: TokenRenderer | None = None,
     shape: ResponseShape | None = None,
 ) -> ChatCompletionResponse:
-    """One choice holding the whole completion; usage counts are exact token counts.
+    """One choice per output (choice i is `outputs[i]`), each holding its whole completion.
 
-    `render` turns token ids into logprob entries; it is needed only when the output carries logprobs.
+    `render` turns token ids into logprob entries; it is needed only when the outputs carry logprobs.
+    The prompt's logprobs and ids are the same for every choice; they are taken from the first.
     """
-    if render is None and (output.logprobs is not None or output.prompt_logprobs is not None):
+    if not outputs:
+        raise ValueError("a response needs at least one output")
+    if render is None and any(o.logprobs is not None or o.prompt_logprobs is not None for o in outputs):
         raise ValueError("an output with logprobs needs a TokenRenderer")
     shape = shape or ResponseShape(role="assistant", echo_prefix="", return_token_ids=False)
-    completion_tokens = len(output.token_ids)
-    choice = ChatCompletionResponseChoice(
-        index=0,
-        message=ChatMessage(role=shape.role, content=shape.echo_prefix + output.text),
-        token_ids=list(output.token_ids) if shape.return_token_ids else None,
-        logprobs=None
-        if output.logprobs is None or render is None
-        else chat_logprobs(output.logprobs, render),
-        finish_reason=output.finish_reason,
-        stop_reason=output.stop_reason,
-    )
-    usage = UsageInfo(
-        prompt_tokens=prompt_tokens,
-        completion_tokens=completion_tokens,
-        total_tokens=prompt_tokens + completion_tokens,
-    )
+    choices = [
+        ChatCompletionResponseChoice(
+            index=index,
+            message=ChatMessage(role=shape.role, content=shape.echo_prefix + output.text),
+            token_ids=list(output.token_ids) if shape.return_token_ids else None,
+            logprobs=None
+            if output.logprobs is None or render is None
+            else chat_logprobs(output.logprobs, render),
+            finish_reason=output.finish_reason,
+            stop_reason=output.stop_reason,
+        )
+        for index, output in enumerate(outputs)
+    ]
+    first = outputs[0]
     return ChatCompletionResponse(
         id=response_id,
         created=created,
         model=model,
-        choices=[choice],
-        usage=usage,
-        prompt_token_ids=list(output.prompt_token_ids) if shape.return_token_ids else None,
+        choices=choices,
+        usage=request_usage(prompt_tokens, outputs),
+        prompt_token_ids=list(first.prompt_token_ids) if shape.return_token_ids else None,
         prompt_logprobs=(
             None
-            if output.prompt_logprobs is None or render is None
-            else prompt_logprobs(output.prompt_logprobs, render)
+            if first.prompt_logprobs is None or render is None
+            else prompt_logprobs(first.prompt_logprobs, render)
         ),
     )

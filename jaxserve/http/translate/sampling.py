@@ -91,10 +91,7 @@ def shared_sampling_fields(request: ChatCompletionRequest | CompletionRequest) -
         "ignore_eos": request.ignore_eos,
         "include_stop_str_in_output": request.include_stop_str_in_output,
         "skip_special_tokens": request.skip_special_tokens,
-        "extra": {
-            **(request.vllm_xargs or {}),
-            **({"cache_salt": request.cache_salt} if request.cache_salt else {}),
-        },
+        "extra": dict(request.vllm_xargs or {}),
     }
 
 
