@@ -50,3 +50,6 @@ def test_32_concurrent_requests_all_match_transformers(server: RunningServer) ->
         choice = reply.choices[0]
         assert choice.model_extra["token_ids"] == _golden_tokens(case), case["name"]
         assert reply.model_extra["prompt_token_ids"] == case["prompt_ids"]
+    # Each prompt came 4 times (and all share the template's system prompt): the copies hit the cache.
+    cached = [reply.usage.prompt_tokens_details.cached_tokens for reply in replies]
+    assert sum(1 for tokens in cached if tokens > 0) >= len(replies) - len(GOLDEN_CASES)
