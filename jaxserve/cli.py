@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 from jaxserve.errors import ModelLoadError
+from jaxserve.http.reasoning.registry import REASONING_PARSERS
+from jaxserve.http.tool_parsers.registry import TOOL_PARSERS
 
 log = logging.getLogger("jaxserve")
 
@@ -91,7 +93,33 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         ),
         help="JAX persistent compilation cache ('' disables)",
     )
+    _add_parser_args(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _add_parser_args(p: argparse.ArgumentParser) -> None:
+    """Reading tool calls and reasoning out of generated text (vLLM's flags and parser names)."""
+    p.add_argument(
+        "--tool-call-parser",
+        choices=sorted(TOOL_PARSERS),
+        help="how the model writes tool calls: hermes (<tool_call> tags: Qwen, Hermes, SmolLM2), "
+        "llama3_json (Llama 3.x JSON), mistral ([TOOL_CALLS])",
+    )
+    p.add_argument(
+        "--enable-auto-tool-choice",
+        action="store_true",
+        help='serve tool_choice "auto" (the default when a request has tools); needs --tool-call-parser',
+    )
+    p.add_argument(
+        "--exclude-tools-when-tool-choice-none",
+        action="store_true",
+        help='do not render a request\'s tools into the prompt when its tool_choice is "none"',
+    )
+    p.add_argument(
+        "--reasoning-parser",
+        choices=sorted(REASONING_PARSERS),
+        help="split <think>…</think> reasoning into message.reasoning: deepseek_r1, qwen3",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,7 +142,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from jaxserve.http.parser_settings import ParserSettings
     from jaxserve.server import ServerOptions, run_server
+
+    try:
+        parsers = ParserSettings(
+            tool_call_parser=args.tool_call_parser,
+            enable_auto_tool_choice=args.enable_auto_tool_choice,
+            exclude_tools_when_tool_choice_none=args.exclude_tools_when_tool_choice_none,
+            reasoning_parser=args.reasoning_parser,
+        )
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
 
     options = ServerOptions(
         model=args.model,
@@ -137,6 +177,7 @@ def serve(args: argparse.Namespace) -> int:
         max_waiting_requests=args.max_waiting_requests,
         shutdown_timeout=args.shutdown_timeout,
         compilation_cache_dir=args.compilation_cache_dir or None,
+        parsers=parsers,
     )
     started = time.perf_counter()
     return run_server(options, started)

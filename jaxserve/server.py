@@ -19,6 +19,7 @@ from jaxserve.engine.kv_memory import free_device_bytes, num_kv_pages, parse_siz
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.errors import ModelLoadError
 from jaxserve.http.app import build_app
+from jaxserve.http.parser_settings import ParserSettings
 from jaxserve.modeling.checkpoint import GGUFCheckpoint, open_checkpoint
 from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.default_model import DEFAULT_SERVED_NAME, default_model_path
@@ -55,6 +56,7 @@ class ServerOptions:
     max_request_body: int = 32 * 1024 * 1024
     max_waiting_requests: int = 256
     shutdown_timeout: float = 30.0
+    parsers: ParserSettings = ParserSettings()
 
 
 def _enable_compilation_cache(directory: str) -> None:
@@ -153,6 +155,7 @@ def run_server(options: ServerOptions, started: float) -> int:
         api_key=options.api_key,
         allowed_origins=options.allowed_origins,
         max_request_bytes=options.max_request_body,
+        parsers=options.parsers,
     )
     log.info(
         "serving %s on http://%s:%d (max_model_len=%d, max_num_seqs=%d, %d step shapes compiled, warm-up %.1fs); "

@@ -21,6 +21,7 @@ from jaxserve.errors import EngineFault, InvalidRequest, ServerBusy
 from jaxserve.modeling.tokenizer import Tokenizer
 from jaxserve.sampling.bitmask import allowed_bitmask
 from jaxserve.sampling.params import SamplingParams
+from jaxserve.sampling.structured import GrammarCompiler
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class AsyncEngine:
         self.tokenizer = tokenizer
         self.runner = runner
         self.max_model_len = runner.buckets.max_model_len
+        # Structured outputs: the HTTP layer compiles each request's grammar with it before queueing.
+        self.grammars = GrammarCompiler(tokenizer, runner.vocab_size)
         pool = BlockPool(num_pages or runner.num_pages, enable_prefix_caching=enable_prefix_caching)
         self.core = EngineCore(
             runner, Scheduler(runner.buckets, pool, scheduling_policy), tokenizer.eos_token_ids
@@ -165,6 +168,7 @@ class AsyncEngine:
             bad_words=bad_word_token_ids(self.tokenizer, params.bad_words),
             priority=priority,
             cache_salt=cache_salt,
+            grammar=params.structured.matcher() if params.structured is not None else None,
         )
         finished = False
         self.in_flight += 1

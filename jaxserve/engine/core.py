@@ -162,9 +162,13 @@ class EngineCore:
             self._record(seq, out)
 
     def _bitmask(self, seq: Sequence) -> np.ndarray | None:
-        return step_bitmask(
-            seq.allowed_bitmask, self.runner.full_bitmask, seq.banned_tokens(self.eos_token_ids)
-        )
+        """The row's allowed tokens for this sample: called once per sampled token, since a grammar
+        mask costs real host time."""
+        full = self.runner.full_bitmask
+        restrictions = step_bitmask(seq.allowed_bitmask, full, seq.banned_tokens(self.eos_token_ids))
+        if seq.grammar is None:
+            return restrictions
+        return seq.grammar.step_bitmask(full if restrictions is None else restrictions)
 
     def _record(self, seq: Sequence, sampled: RowOutput) -> None:
         decision = seq.append_token(sampled, self.eos_token_ids, self.max_model_len)

@@ -14,6 +14,7 @@ from jaxserve.engine.runner import PromptLogprobRows, RowOutput
 from jaxserve.engine.stop import StopDecision, check_stop_strings, check_token, stop_string_holdback
 from jaxserve.engine.token_bans import banned_now
 from jaxserve.sampling.params import SamplingParams
+from jaxserve.sampling.structured import GrammarMatcher
 
 
 class SequenceStatus(enum.Enum):
@@ -39,6 +40,9 @@ class Sequence:
     bad_words: tuple[tuple[int, ...], ...] = ()
     priority: int = 0  # lower runs first under the priority policy
     cache_salt: str | None = None  # prefix-cache entries are shared only under the same salt
+    # Structured output: where the output stands in its grammar. It has consumed every output token, so
+    # a preempted sequence resumes with it as is (recomputing the cache samples nothing).
+    grammar: GrammarMatcher | None = None
     status: SequenceStatus = SequenceStatus.WAITING
     slot: int | None = None  # row of the sampler's per-sequence state while running
     block_table: list[int] = field(default_factory=list)  # KV-cache pages, position p in [p // page_size]
@@ -108,15 +112,24 @@ class Sequence:
             top = _top_pairs(sampled.top_ids, sampled.top_logprobs, self.params.logprobs)
             self.logprobs.append(TokenLogprob(token_id, sampled.logprob, sampled.rank, top))
         decision = check_token(token_id, self.params, eos_token_ids)
+        grammar_done = False
         if decision is None:
+            if self.grammar is not None:
+                self.grammar.advance(token_id)
+                grammar_done = self.grammar.finished
             new_text = self.detokenizer.push(token_id)
             self.text += new_text
-            decision = check_stop_strings(self.text, len(new_text), self.params)
+            if len(self.output_ids) >= self.params.min_tokens:  # vLLM: no stop string before min_tokens
+                decision = check_stop_strings(self.text, len(new_text), self.params)
             if decision is not None and decision.truncate_text_at is not None:
                 self.text = self.text[: decision.truncate_text_at]
+        if decision is None and grammar_done:
+            # The grammar is complete and allows nothing more (only EOS): stop now instead of spending
+            # a step on sampling the EOS it would force.
+            decision = StopDecision("stop")
         if decision is None and (len(self.output_ids) >= self.max_tokens or self.num_tokens >= max_model_len):
             decision = StopDecision("length")
-        if decision is not None and decision.finish_reason == "length":
+        if decision is not None and (decision.finish_reason == "length" or grammar_done):
             self.text += self.detokenizer.flush()
         return decision
 

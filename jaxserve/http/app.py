@@ -12,6 +12,7 @@ from aiohttp.typedefs import Middleware
 from jaxserve.http.cors import CorsPolicy
 from jaxserve.http.metrics import METRICS, ServingMetrics
 from jaxserve.http.middleware import api_key_middleware, error_middleware
+from jaxserve.http.parser_settings import ParserSettings
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
 from jaxserve.http.protocol.chat_response import ChatCompletionResponse
 from jaxserve.http.protocol.completion import CompletionRequest, CompletionResponse
@@ -91,6 +92,7 @@ def build_app(
     api_key: str | None = None,
     allowed_origins: Sequence[str] = ("*",),
     max_request_bytes: int = MAX_REQUEST_BYTES,
+    parsers: ParserSettings | None = None,
 ) -> web.Application:
     """The application: routes, error mapping and (when `api_key` is set) bearer-token auth on `/v1`.
 
@@ -108,7 +110,10 @@ def build_app(
     if allowed_origins:
         CorsPolicy(allowed_origins).install(app)
     app[SERVER_STATE] = ServerState(
-        engine=engine, served_model_names=tuple(served_model_names), created=int(time.time())
+        engine=engine,
+        served_model_names=tuple(served_model_names),
+        created=int(time.time()),
+        parsers=parsers or ParserSettings(),
     )
     app[METRICS] = ServingMetrics(model_name=served_model_names[0], engine=engine)
     app[OPENAPI_ROUTES] = ROUTES

@@ -59,7 +59,11 @@ COMPLETION_FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
         "prompt_embeds": not_yet(),
         "add_special_tokens": FIELD_SUPPORT["add_special_tokens"],
         "response_format": FIELD_SUPPORT["response_format"],
-        "structured_outputs": FIELD_SUPPORT["structured_outputs"],
+        "structured_outputs": supported(
+            "one of json, regex, choice, grammar (Lark or GBNF), json_object, structural_tag (llguidance); "
+            "disable_any_whitespace, disable_additional_properties and whitespace_pattern apply to JSON; "
+            "two constraints, or one with response_format, are a 400"
+        ),
         "priority": FIELD_SUPPORT["priority"],
         "request_id": supported("the response id is cmpl-<X-Request-Id header or request_id>"),
         "logits_processors": FIELD_SUPPORT["logits_processors"],

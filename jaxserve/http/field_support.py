@@ -16,7 +16,6 @@ from typing import Any, Final
 
 from jaxserve.errors import UnsupportedField
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
-from jaxserve.http.protocol.options import ResponseFormat
 
 NOT_YET_REASON: Final = "is not supported by this server yet"
 
@@ -79,7 +78,12 @@ FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
             "with a seed, choice i is seeded seed + i (vLLM); with use_beam_search, the beam width (1-10)"
         ),
         "presence_penalty": supported("[-2, 2], over generated tokens"),
-        "response_format": not_yet(ResponseFormat(type="text"), note="{'type': 'text'} asks for nothing"),
+        "response_format": supported(
+            "text; json_object; json_schema (strict or not, the schema is enforced by constrained decoding "
+            "with llguidance); structural_tag in both forms (format trees of const_string, json_schema, regex, "
+            "grammar, any_text, sequence, or, tag, triggered_tags, tags_with_separator; or the legacy "
+            "structures/triggers); an invalid schema is a 400 carrying the compiler's message"
+        ),
         "seed": supported("reproducible whatever else shares the batch; choice i of n uses seed + i"),
         "stop": supported("a string or a list of strings"),
         "stream": supported("server-sent chat.completion.chunk events ending with data: [DONE]"),
@@ -89,11 +93,26 @@ FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
         ),
         "temperature": supported("default 1.0; 0 is greedy"),
         "top_p": supported("default 1.0"),
-        "tools": not_yet([]),
-        "tool_choice": not_yet("none"),
-        "reasoning_effort": not_yet(),
-        "include_reasoning": not_yet(True),
-        "parallel_tool_calls": not_yet(True),
+        "tools": supported(
+            "function tools, rendered into the prompt through the chat template's tools variable; an empty "
+            "list is a 400 (as in vLLM)"
+        ),
+        "tool_choice": supported(
+            '"none": no parsing, the tools are still rendered unless the server runs with '
+            '--exclude-tools-when-tool-choice-none; "auto" (the default when tools are given): tool calls '
+            "are parsed out of the output by --tool-call-parser (hermes, llama3_json, mistral) and need "
+            "--enable-auto-tool-choice, else a 400 (as vLLM); a named function or required: the output is "
+            "constrained to the function's arguments, or "
+            "to a JSON array of {name, parameters} calls of the given tools, and returned as "
+            "message.tool_calls (streamed as tool-call deltas)"
+        ),
+        "reasoning_effort": supported("passed to the chat template as the variable reasoning_effort (vLLM)"),
+        "include_reasoning": supported(
+            "false drops message.reasoning (and reasoning deltas); matters with --reasoning-parser"
+        ),
+        "parallel_tool_calls": supported(
+            "false: only the first parsed tool call is returned or streamed (vLLM); null means true"
+        ),
         "user": supported("accepted, has no effect"),
         "use_beam_search": supported(
             "vLLM's beam search: n beams, one engine step per token over each beam's top 2n tokens, "
@@ -133,7 +152,11 @@ FIELD_SUPPORT: Final[Mapping[str, FieldPolicy]] = MappingProxyType(
         "mm_processor_kwargs": refused(
             {}, reason="applies to multimodal input, which this text-only model does not accept"
         ),
-        "structured_outputs": not_yet(),
+        "structured_outputs": supported(
+            "one of json, regex, choice, grammar (Lark or GBNF), json_object, structural_tag (llguidance); "
+            "disable_any_whitespace, disable_additional_properties and whitespace_pattern apply to JSON; "
+            "two constraints, or one with response_format or a forced tool_choice, are a 400"
+        ),
         "priority": supported(
             "lower runs first when the server runs with --scheduling-policy priority; under the default "
             "fcfs policy a non-zero priority is a 400 (as in vLLM)"

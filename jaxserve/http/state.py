@@ -1,4 +1,5 @@
-"""What every route shares: the engine and the served model names, stored once on the application."""
+"""What every route shares: the engine, the served model names and the output parsers, stored once on
+the application."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from jaxserve.errors import ModelNotFound
+from jaxserve.http.parser_settings import ParserSettings
 
 if TYPE_CHECKING:
     from jaxserve.engine.protocol import EngineClient
@@ -19,6 +21,8 @@ class ServerState:
     served_model_names: tuple[str, ...]
     created: int
     """Unix time the app was built: the `created` of every model card."""
+    parsers: ParserSettings = ParserSettings()
+    """How generated text is read: tool-call and reasoning parsers."""
 
     def resolve_model(self, requested: str | None) -> str:
         """The served name a request addresses: its `model`, or the first served name when omitted."""

@@ -9,8 +9,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from jaxserve.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from jaxserve.sampling.structured import CompiledGrammar
 
 GREEDY_TEMPERATURE = 1e-5
 """Temperatures below this are greedy (vLLM's `_SAMPLING_EPS`)."""
@@ -62,6 +66,9 @@ class SamplingParams:
     prompt_logprobs: int | None = None
     spaces_between_special_tokens: bool = True
     extra: dict[str, object] = field(default_factory=dict, compare=False)
+    # A compiled structured-output grammar (response_format, structured_outputs, forced tool_choice);
+    # each sequence matches its own copy.
+    structured: CompiledGrammar | None = field(default=None, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         self._normalise()

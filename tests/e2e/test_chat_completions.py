@@ -122,7 +122,7 @@ USER = [{"role": "user", "content": "hi"}]
         ("{not json", None, 400, None),
         (json.dumps({"messages": USER, "temperature": -1}), None, 400, "temperature"),
         (json.dumps({"messages": USER, "model": "nope"}), None, 404, "model"),
-        (json.dumps({"messages": USER, "reasoning_effort": "low"}), None, 400, "reasoning_effort"),
+        (json.dumps({"messages": USER, "logits_processors": ["m.P"]}), None, 400, "logits_processors"),
         (json.dumps({"messages": "hello"}), None, 400, "messages"),
         (
             json.dumps(

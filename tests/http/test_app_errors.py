@@ -82,11 +82,11 @@ def test_unknown_model_is_a_404() -> None:
 
 def test_unsupported_field_is_a_400_naming_it() -> None:
     status, _, body = call(
-        "POST", CHAT, json={"model": "smol-alias", "messages": MESSAGES, "reasoning_effort": "low"}
+        "POST", CHAT, json={"model": "smol-alias", "messages": MESSAGES, "logits_processors": ["m.P"]}
     )
     assert status == 400
-    message = assert_error_object(body, error_type="invalid_request_error", param="reasoning_effort")
-    assert message == "'reasoning_effort' is not supported by this server yet"
+    message = assert_error_object(body, error_type="invalid_request_error", param="logits_processors")
+    assert message.startswith("'logits_processors' names server-side Python logits processors")
 
 
 @pytest.mark.parametrize(

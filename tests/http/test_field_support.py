@@ -15,14 +15,7 @@ MESSAGES = [{"role": "user", "content": "hi"}]
 
 # A value for every not-yet-supported field that asks for something (so must be refused).
 ACTIVE_VALUES: dict[str, Any] = {
-    "response_format": {"type": "json_object"},
-    "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
-    "tool_choice": "auto",
-    "reasoning_effort": "low",
-    "include_reasoning": False,
-    "parallel_tool_calls": False,
     "mm_processor_kwargs": {"fps": 2},
-    "structured_outputs": {"regex": "[a-z]+"},
     "logits_processors": ["my.module.Processor"],
     "kv_transfer_params": {"do_remote_prefill": True},
 }
@@ -132,11 +125,13 @@ def test_streaming_is_accepted() -> None:
 
 def test_first_unsupported_field_in_spec_order_is_named() -> None:
     with pytest.raises(UnsupportedField) as caught:
-        check_field_support(request(vllm_xargs={"a": 1}, structured_outputs={"regex": "a"}, tools=[]))
-    assert caught.value.param == "structured_outputs"
+        check_field_support(
+            request(vllm_xargs={"a": 1}, kv_transfer_params={"x": 1}, logits_processors=["m.P"], tools=[])
+        )
+    assert caught.value.param == "logits_processors"
     with pytest.raises(UnsupportedField) as caught:
-        check_field_support(request(structured_outputs={"regex": "a"}, reasoning_effort="low"))
-    assert caught.value.param == "reasoning_effort"
+        check_field_support(request(logits_processors=["m.P"], mm_processor_kwargs={"fps": 2}))
+    assert caught.value.param == "mm_processor_kwargs"
 
 
 def test_unknown_top_level_fields_are_ignored() -> None:

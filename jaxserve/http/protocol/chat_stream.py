@@ -19,11 +19,31 @@ from jaxserve.http.protocol.chat_response import ChatCompletionLogProbs, UsageIn
 CHUNK_OBJECT: Final = "chat.completion.chunk"
 
 
+class DeltaFunctionCall(ProtocolModel):
+    """A piece of a streamed function call: the name once, on the call's first delta; arguments in pieces."""
+
+    name: str | None = None
+    arguments: str | None = None
+
+
+class DeltaToolCall(ProtocolModel):
+    """vLLM's tool-call delta: `id` and `type` only on a call's first delta; `index` names the call."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: DeltaFunctionCall | None = None
+
+
 class DeltaMessage(ProtocolModel):
-    """What one chunk adds to the message. Tool-call and reasoning deltas join when their parsers do."""
+    """What one chunk adds to the message. `reasoning_content` repeats `reasoning` for older clients
+    (vLLM sends both since renaming the field)."""
 
     role: str | None = None
     content: str | None = None
+    reasoning: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[DeltaToolCall] | None = None
 
 
 class ChatCompletionResponseStreamChoice(ProtocolModel):

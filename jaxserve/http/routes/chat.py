@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import secrets
 import time
@@ -27,11 +28,13 @@ from jaxserve.http.protocol.chat_request import ChatCompletionRequest
 from jaxserve.http.request_body import parse_body, read_json_object
 from jaxserve.http.sse import aclose, send_event_stream, sse_event
 from jaxserve.http.state import SERVER_STATE
+from jaxserve.http.translate.auto_tools import check_tool_choice, without_excluded_tools
 from jaxserve.http.translate.beam import beam_search_params
 from jaxserve.http.translate.chat import chat_prompt, engine_input, response_shape
 from jaxserve.http.translate.choices import check_priority, requested_n
 from jaxserve.http.translate.chunks import ChatChunkBuilder
 from jaxserve.http.translate.logprobs import TokenRenderer
+from jaxserve.http.translate.output_parsing import output_parsing
 from jaxserve.http.translate.response import to_chat_completion_response
 from jaxserve.http.translate.streaming import StreamSettings, stream_settings
 
@@ -72,14 +75,25 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     chat = parse_body(ChatCompletionRequest, await read_json_object(request))
     stream = stream_settings(chat)  # None unless streaming; refuses stream-only options without it
     model = state.resolve_model(chat.model)
+    chat = without_excluded_tools(chat, state.parsers)
     prompt = chat_prompt(chat)  # every refusal that needs no model happens here, before the engine
+    check_tool_choice(chat, state.parsers)  # "auto" needs the server's tool-call parser
     engine = state.engine
     check_priority(chat.priority, scheduling_policy(engine))
     n = requested_n(chat.n)
     # Rendering and tokenising a long conversation takes milliseconds of CPU: off the event loop, so
     # streams of other requests keep flowing meanwhile.
-    inputs = await asyncio.to_thread(engine_input, chat, prompt, engine.tokenizer, engine.max_model_len)
+    # Compiling a structured-output grammar (milliseconds to seconds for large schemas) happens there too.
+    grammars = getattr(engine, "grammars", None)
+    inputs = await asyncio.to_thread(
+        engine_input, chat, prompt, engine.tokenizer, engine.max_model_len, grammars
+    )
     shape = response_shape(chat, prompt)
+    parsing = output_parsing(chat, state.parsers, engine.tokenizer, inputs.prompt_token_ids)
+    if parsing is not None and parsing.keeps_special_tokens:
+        # The format's markers are special tokens: keep them in the text so they can be parsed (vLLM).
+        params = dataclasses.replace(inputs.sampling_params, skip_special_tokens=False)
+        inputs = dataclasses.replace(inputs, sampling_params=params)
 
     base_id = base_request_id(request, chat.request_id)
     response_id = f"chatcmpl-{base_id}"
@@ -100,6 +114,7 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
             shape=shape,
             render=render,
             n=choices,
+            parsing=parsing,
         )
 
     if chat.use_beam_search:
@@ -149,6 +164,7 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
         prompt_tokens=len(prompt_ids),
         render=render,
         shape=shape,
+        parsing=parsing,
     )
     return web.json_response(response.model_dump(mode="json"), headers=headers)
 

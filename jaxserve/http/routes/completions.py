@@ -97,7 +97,10 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     check_completion_request(completion)  # every refusal that needs no tokenizer happens here
     engine = state.engine
     check_priority(completion.priority, scheduling_policy(engine))
-    inputs = await asyncio.to_thread(completion_inputs, completion, engine.tokenizer, engine.max_model_len)
+    grammars = getattr(engine, "grammars", None)  # compiles structured-output constraints, off the loop too
+    inputs = await asyncio.to_thread(
+        completion_inputs, completion, engine.tokenizer, engine.max_model_len, grammars
+    )
 
     base_id = base_request_id(request, completion.request_id)
     response_id = f"cmpl-{base_id}"

@@ -7,21 +7,26 @@ renders the prompt with the model's tokenizer and derives the sampling rules fro
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jaxserve.errors import InvalidRequest
+from jaxserve.errors import InvalidRequest, UnsupportedField
 from jaxserve.http.field_support import check_field_support
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
 from jaxserve.http.translate.beam import check_beam_search_fields
 from jaxserve.http.translate.choices import requested_n
+from jaxserve.http.translate.forced_tools import ForcedToolChoice, check_tools, forced_tool_choice
 from jaxserve.http.translate.messages import to_template_messages
 from jaxserve.http.translate.sampling import to_sampling_params
+from jaxserve.http.translate.structured import structured_request
 from jaxserve.http.translate.template import ChatTemplateArgs, chat_template_args, render_prompt
+from jaxserve.sampling.grammar import GrammarRequest
 from jaxserve.sampling.params import SamplingParams
 
 if TYPE_CHECKING:
     from jaxserve.modeling.tokenizer import Tokenizer
+    from jaxserve.sampling.structured import GrammarCompiler
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,7 @@ class ChatPrompt:
 
     messages: list[dict[str, Any]]
     template_args: ChatTemplateArgs
+    grammar: GrammarRequest | None = None  # the output constraint (structured outputs, forced tools)
 
 
 @dataclass(frozen=True)
@@ -43,18 +49,30 @@ def chat_prompt(request: ChatCompletionRequest) -> ChatPrompt:
     check_field_support(request)
     requested_n(request.n)
     check_beam_search_fields(request)
+    check_tools(request)
     return ChatPrompt(
-        messages=to_template_messages(request.messages), template_args=chat_template_args(request)
+        messages=to_template_messages(request.messages),
+        template_args=chat_template_args(request),
+        grammar=structured_request(request),
     )
 
 
 def engine_input(
-    request: ChatCompletionRequest, prompt: ChatPrompt, tokenizer: Tokenizer, max_model_len: int
+    request: ChatCompletionRequest,
+    prompt: ChatPrompt,
+    tokenizer: Tokenizer,
+    max_model_len: int,
+    grammars: GrammarCompiler | None = None,
 ) -> EngineInput:
-    """Render the prompt ids and derive SamplingParams (which need the prompt's length)."""
+    """Render the prompt ids and derive SamplingParams (which need the prompt's length); compile the
+    output constraint, if any, with `grammars` (an invalid grammar is a 400 before anything is queued)."""
     prompt_token_ids = render_prompt(tokenizer, prompt.messages, prompt.template_args)
     prompt_token_ids = truncate_prompt(prompt_token_ids, request.truncate_prompt_tokens, max_model_len)
     params = to_sampling_params(request, prompt_len=len(prompt_token_ids), max_model_len=max_model_len)
+    if prompt.grammar is not None:
+        if grammars is None:
+            raise UnsupportedField(prompt.grammar.param, "needs structured outputs, which this engine lacks")
+        params = dataclasses.replace(params, structured=grammars.compile(prompt.grammar))
     return EngineInput(prompt_token_ids=prompt_token_ids, sampling_params=params)
 
 
@@ -84,6 +102,7 @@ class ResponseShape:
     role: str  # the response message's role
     echo_prefix: str  # text put before the generated text (echo)
     return_token_ids: bool
+    forced_tools: ForcedToolChoice | None = None  # a named/required tool_choice: output is tool calls
 
 
 def response_shape(request: ChatCompletionRequest, prompt: ChatPrompt) -> ResponseShape:
@@ -94,4 +113,9 @@ def response_shape(request: ChatCompletionRequest, prompt: ChatPrompt) -> Respon
     echo_prefix = ""
     if request.echo and last.get("role") == role and isinstance(last.get("content"), str):
         echo_prefix = last["content"]
-    return ResponseShape(role=role, echo_prefix=echo_prefix, return_token_ids=bool(request.return_token_ids))
+    return ResponseShape(
+        role=role,
+        echo_prefix=echo_prefix,
+        return_token_ids=bool(request.return_token_ids),
+        forced_tools=forced_tool_choice(request),
+    )

@@ -3,16 +3,19 @@
     role chunks                one per choice, delta {"role": <role>, "content": ""}, all sent with the
                                first engine output of any choice
     echo chunks (echo=true)    one per choice, delta {"content": <the last message's content>}
-    content chunks             delta {"content": <new text>}, logprobs of the tokens this chunk covers
+    content chunks             delta {"content": <new text>}, logprobs of the tokens this chunk covers;
+                               with output parsing (translate.output_parsing) the delta also or instead
+                               carries "reasoning"/"reasoning_content" and "tool_calls" pieces
     finishing chunk            per choice: its last new text, finish_reason and stop_reason
     usage chunk (if asked)     choices [] and the exact usage of all choices
 
 With `n > 1` the choices' content chunks interleave as their engine outputs arrive; each chunk carries
 one choice, named by its `index`.
 
-An output that adds no visible text and does not finish (a token held back as half of a UTF-8 character
-or as a possible stop-string prefix) sends no chunk; its tokens (logprobs, token_ids) ride with the next
-chunk that is sent, so the chunks still concatenate to exactly one logprob entry per generated token.
+An output that adds no visible text and does not finish (a token held back as half of a UTF-8 character,
+as a possible stop-string prefix, or by a parser as a possible tag) sends no chunk; its tokens
+(logprobs, token_ids) ride with the next chunk that is sent, so the chunks still concatenate to exactly
+one logprob entry per generated token.
 (vLLM sends such outputs as `{"content": ""}` chunks.)
 """
 
@@ -29,7 +32,9 @@ from jaxserve.http.protocol.chat_stream import (
     DeltaMessage,
 )
 from jaxserve.http.translate.chat import ResponseShape
+from jaxserve.http.translate.forced_tool_calls import ToolCallDeltas
 from jaxserve.http.translate.logprobs import TokenRenderer, chat_logprobs
+from jaxserve.http.translate.output_parsing import ChoiceStream, OutputParsing, to_delta_message
 from jaxserve.http.translate.streaming import StreamSettings
 
 PLAIN_SHAPE = ResponseShape(role="assistant", echo_prefix="", return_token_ids=False)
@@ -43,6 +48,8 @@ class _ChoiceProgress:
     tokens_sent: int = 0
     completion_tokens: int = 0
     finished: bool = False
+    stream: ChoiceStream | None = None  # reads reasoning and tool calls out of the text, when asked
+    forced: ToolCallDeltas | None = None  # a named/required tool_choice: the text is tool calls
 
 
 class ChatChunkBuilder:
@@ -64,6 +71,7 @@ class ChatChunkBuilder:
         shape: ResponseShape = PLAIN_SHAPE,
         render: TokenRenderer | None = None,
         n: int = 1,
+        parsing: OutputParsing | None = None,
     ) -> None:
         if n < 1:
             raise ValueError(f"a stream has at least one choice, got n={n}")
@@ -75,7 +83,13 @@ class ChatChunkBuilder:
         self._shape = shape
         self._render = render
         self._started = False
-        self._choices = [_ChoiceProgress() for _ in range(n)]
+        self._choices = [
+            _ChoiceProgress(
+                stream=parsing.choice_stream() if parsing is not None else None,
+                forced=ToolCallDeltas(shape.forced_tools) if shape.forced_tools is not None else None,
+            )
+            for _ in range(n)
+        ]
         self._cached_tokens = 0
 
     def chunks_for(self, output: RequestOutput, index: int = 0) -> list[ChatCompletionStreamResponse]:
@@ -93,17 +107,21 @@ class ChatChunkBuilder:
             self._cached_tokens = output.num_cached_tokens
         chunks = [] if self._started else self._opening_chunks(output)
         self._started = True
-        if not output.finished and not output.delta_text:
+        delta = self._delta(progress, output)
+        if not output.finished and delta is None:
             return chunks
         new_tokens = output.token_ids[progress.tokens_sent :]
         logprobs = self._logprobs(output, progress.tokens_sent)
         progress.tokens_sent = len(output.token_ids)
         choice = ChatCompletionResponseStreamChoice(
-            index=index, delta=DeltaMessage(content=output.delta_text), logprobs=logprobs, finish_reason=None
+            index=index, delta=delta or DeltaMessage(content=""), logprobs=logprobs, finish_reason=None
         )
         if output.finished:
             progress.finished = True
-            choice.finish_reason = output.finish_reason or "stop"
+            tools_called = progress.stream is not None and progress.stream.tools_called
+            choice.finish_reason = "tool_calls" if tools_called else output.finish_reason or "stop"
+            if progress.forced is not None:
+                choice.finish_reason = progress.forced.finish_reason(output.finish_reason or "stop")
             choice.stop_reason = output.stop_reason
         if self._shape.return_token_ids:
             choice.token_ids = list(new_tokens)
@@ -155,6 +173,19 @@ class ChatChunkBuilder:
                 )
                 chunks.append(self._chunk(echo, completion_tokens=0))
         return chunks
+
+    @staticmethod
+    def _delta(progress: _ChoiceProgress, output: RequestOutput) -> DeltaMessage | None:
+        """What this output adds to the choice's message; None while it adds nothing (held-back text)."""
+        if progress.forced is not None:
+            calls = progress.forced.feed(output.delta_text)
+            return DeltaMessage(tool_calls=calls) if calls else None
+        if progress.stream is None:
+            return DeltaMessage(content=output.delta_text) if output.delta_text else None
+        parsed = progress.stream.feed(output.delta_text)
+        if output.finished:
+            parsed.extend(progress.stream.finish())
+        return to_delta_message(parsed) if parsed else None
 
     def _logprobs(self, output: RequestOutput, tokens_sent: int) -> ChatCompletionLogProbs | None:
         """The logprob entries of the tokens no chunk of this choice has covered yet."""

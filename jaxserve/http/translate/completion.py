@@ -8,20 +8,23 @@ nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from jaxserve.errors import InvalidRequest
+from jaxserve.errors import InvalidRequest, UnsupportedField
 from jaxserve.http.completion_support import check_completion_field_support
 from jaxserve.http.protocol.completion import CompletionRequest
 from jaxserve.http.translate.beam import check_beam_search_fields
 from jaxserve.http.translate.chat import truncate_prompt
 from jaxserve.http.translate.choices import requested_n
 from jaxserve.http.translate.sampling import shared_sampling_fields
+from jaxserve.http.translate.structured import structured_request
 from jaxserve.sampling.params import SamplingParams
 
 if TYPE_CHECKING:
     from jaxserve.modeling.tokenizer import Tokenizer
+    from jaxserve.sampling.structured import GrammarCompiler
 
 MAX_COMPLETION_LOGPROBS = 5
 """OpenAI's documented maximum for the legacy `logprobs` field. vLLM accepts up to its max_logprobs (20);
@@ -48,6 +51,7 @@ def check_completion_request(request: CompletionRequest) -> None:
     check_completion_field_support(request)
     requested_n(request.n)
     check_beam_search_fields(request)
+    structured_request(request)  # conflicting or malformed constraints are refused before tokenising
     if request.logprobs is not None and not 0 <= request.logprobs <= MAX_COMPLETION_LOGPROBS:
         raise InvalidRequest(
             f"logprobs must be between 0 and {MAX_COMPLETION_LOGPROBS}, got {request.logprobs}",
@@ -123,11 +127,22 @@ def completion_sampling_params(
 
 
 def completion_inputs(
-    request: CompletionRequest, tokenizer: Tokenizer, max_model_len: int
+    request: CompletionRequest,
+    tokenizer: Tokenizer,
+    max_model_len: int,
+    grammars: GrammarCompiler | None = None,
 ) -> list[CompletionInput]:
-    """Every prompt of the request tokenised and checked, with its SamplingParams, in request order."""
+    """Every prompt of the request tokenised and checked, with its SamplingParams, in request order.
+    An output constraint is compiled once with `grammars` and shared (each engine request matches its
+    own copy)."""
     needs_text = bool(request.echo)
     inputs = []
+    grammar = structured_request(request)
+    compiled = None
+    if grammar is not None:
+        if grammars is None:
+            raise UnsupportedField(grammar.param, "needs structured outputs, which this engine lacks")
+        compiled = grammars.compile(grammar)
     for param, prompt in prompt_batch(request):
         ids = prompt_token_ids(prompt, param, tokenizer, add_special_tokens=request.add_special_tokens)
         ids = truncate_prompt(ids, request.truncate_prompt_tokens, max_model_len)
@@ -141,5 +156,7 @@ def completion_inputs(
         params = completion_sampling_params(
             request, prompt_len=len(ids), max_model_len=max_model_len, param=param
         )
+        if compiled is not None:
+            params = dataclasses.replace(params, structured=compiled)
         inputs.append(CompletionInput(prompt_token_ids=ids, prompt_text=text, sampling_params=params))
     return inputs

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from jaxserve.errors import InvalidRequest, UnsupportedField
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
+from jaxserve.http.translate.forced_tools import template_tools
 
 if TYPE_CHECKING:
     from jaxserve.modeling.tokenizer import Tokenizer
@@ -22,6 +23,7 @@ class ChatTemplateArgs:
     chat_template: str | None = None
     documents: list[dict[str, str]] | None = None
     template_kwargs: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None  # the request's tools, for the template's `tools` variable
 
 
 def chat_template_args(request: ChatCompletionRequest) -> ChatTemplateArgs:
@@ -44,8 +46,17 @@ def chat_template_args(request: ChatCompletionRequest) -> ChatTemplateArgs:
         add_special_tokens=request.add_special_tokens,
         chat_template=request.chat_template,
         documents=request.documents,
-        template_kwargs=dict(kwargs) if kwargs else None,
+        template_kwargs=template_variables(request),
+        tools=template_tools(request),
     )
+
+
+def template_variables(request: ChatCompletionRequest) -> dict[str, Any] | None:
+    """`chat_template_kwargs`, plus `reasoning_effort` as vLLM passes it (the request's kwargs win)."""
+    variables = dict(request.chat_template_kwargs or {})
+    if request.reasoning_effort is not None:
+        variables = {"reasoning_effort": request.reasoning_effort, **variables}
+    return variables or None
 
 
 def render_prompt(tokenizer: Tokenizer, messages: list[dict[str, Any]], args: ChatTemplateArgs) -> list[int]:
@@ -55,7 +66,7 @@ def render_prompt(tokenizer: Tokenizer, messages: list[dict[str, Any]], args: Ch
         add_generation_prompt=args.add_generation_prompt,
         continue_final_message=args.continue_final_message,
         chat_template=args.chat_template,
-        tools=None,
+        tools=args.tools,
         documents=list(args.documents) if args.documents is not None else None,
         template_kwargs=args.template_kwargs,
         add_special_tokens=args.add_special_tokens,

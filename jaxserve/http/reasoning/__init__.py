@@ -1,0 +1,1 @@
+"""Reasoning parsers: a thinking model's `<think>…</think>` block -> `message.reasoning`."""

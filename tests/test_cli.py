@@ -1,0 +1,51 @@
+"""`jaxserve serve` flags reach the server options (without starting a server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jaxserve import cli, server
+from jaxserve.http.parser_settings import ParserSettings
+
+
+def served_options(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, Any]:
+    captured: list[Any] = []
+    monkeypatch.setattr(server, "run_server", lambda options, started: captured.append(options) or 0)
+    status = cli.main(["serve", *args])
+    return status, captured[0] if captured else None
+
+
+def test_parser_flags_become_parser_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    status, options = served_options(
+        monkeypatch,
+        "--enable-auto-tool-choice",
+        "--tool-call-parser",
+        "hermes",
+        "--reasoning-parser",
+        "qwen3",
+        "--exclude-tools-when-tool-choice-none",
+    )
+    assert status == 0
+    assert options.parsers == ParserSettings(
+        tool_call_parser="hermes",
+        enable_auto_tool_choice=True,
+        exclude_tools_when_tool_choice_none=True,
+        reasoning_parser="qwen3",
+    )
+
+
+def test_defaults_parse_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    status, options = served_options(monkeypatch)
+    assert status == 0 and options.parsers == ParserSettings()
+
+
+def test_auto_tool_choice_without_a_parser_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    status, options = served_options(monkeypatch, "--enable-auto-tool-choice")
+    assert status == 2 and options is None
+
+
+def test_unknown_parser_names_are_refused_by_argparse() -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--tool-call-parser", "pythonic"])
