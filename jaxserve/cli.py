@@ -84,6 +84,11 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         "--shutdown-timeout", type=float, default=30.0, help="seconds SIGTERM waits for running requests"
     )
     p.add_argument(
+        "--request-timeout",
+        type=float,
+        help="seconds a request may take from arrival before it is aborted with a 504 (default: no limit)",
+    )
+    p.add_argument(
         "--no-warmup", action="store_true", help="compile step shapes on first use instead of at start"
     )
     p.add_argument(
@@ -155,6 +160,9 @@ def serve(args: argparse.Namespace) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
+    if args.request_timeout is not None and args.request_timeout <= 0:
+        log.error("--request-timeout must be positive, got %s", args.request_timeout)
+        return 2
 
     options = ServerOptions(
         model=args.model,
@@ -176,6 +184,7 @@ def serve(args: argparse.Namespace) -> int:
         max_request_body=args.max_request_body,
         max_waiting_requests=args.max_waiting_requests,
         shutdown_timeout=args.shutdown_timeout,
+        request_timeout=args.request_timeout,
         compilation_cache_dir=args.compilation_cache_dir or None,
         parsers=parsers,
     )

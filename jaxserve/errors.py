@@ -62,5 +62,30 @@ class EngineFault(JaxserveError):
     error_type = "internal_error"
 
 
+class EngineDead(EngineFault):
+    """A fault left the engine unable to serve anyone (e.g. the KV cache was lost): the engine loop stops
+    and /health answers 503."""
+
+
+class RequestTimeout(JaxserveError):
+    """The request did not finish within the server's --request-timeout; it was aborted (HTTP 504).
+
+    504 rather than 408: RFC 9110 defines 408 as the server giving up waiting for the client to finish
+    sending its request, while here the request arrived whole and the engine behind the HTTP layer did not
+    answer in time, which is what 504 (a gateway timing out on what it relays to) describes. OpenAI's
+    clients retry both.
+    """
+
+    status = 504
+    error_type = "timeout_error"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            f"The request did not finish within the server's request timeout ({seconds:g} s) and was "
+            "aborted; ask for fewer tokens or retry later.",
+            code="request_timeout",
+        )
+
+
 class ModelLoadError(JaxserveError):
     """A model path or file could not be turned into a servable model (start-up error, not HTTP)."""

@@ -56,6 +56,7 @@ class ServerOptions:
     max_request_body: int = 32 * 1024 * 1024
     max_waiting_requests: int = 256
     shutdown_timeout: float = 30.0
+    request_timeout: float | None = None
     parsers: ParserSettings = ParserSettings()
 
 
@@ -136,6 +137,7 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
         max_waiting=options.max_waiting_requests,
         scheduling_policy=options.scheduling_policy,
         enable_prefix_caching=options.enable_prefix_caching,
+        request_timeout=options.request_timeout,
     )
     engine.start()
     if options.served_model_names:

@@ -49,3 +49,14 @@ def test_auto_tool_choice_without_a_parser_is_refused(monkeypatch: pytest.Monkey
 def test_unknown_parser_names_are_refused_by_argparse() -> None:
     with pytest.raises(SystemExit):
         cli.main(["serve", "--tool-call-parser", "pythonic"])
+
+
+def test_request_timeout_reaches_the_server_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert served_options(monkeypatch)[1].request_timeout is None
+    status, options = served_options(monkeypatch, "--request-timeout", "2.5")
+    assert status == 0 and options.request_timeout == 2.5
+
+
+def test_a_non_positive_request_timeout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    status, options = served_options(monkeypatch, "--request-timeout", "0")
+    assert status == 2 and options is None

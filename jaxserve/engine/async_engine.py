@@ -17,7 +17,7 @@ from jaxserve.engine.runner import ModelRunner
 from jaxserve.engine.scheduler import Scheduler
 from jaxserve.engine.sequence import Sequence
 from jaxserve.engine.token_bans import bad_word_token_ids
-from jaxserve.errors import EngineFault, InvalidRequest, ServerBusy
+from jaxserve.errors import EngineDead, EngineFault, InvalidRequest, RequestTimeout, ServerBusy
 from jaxserve.modeling.tokenizer import Tokenizer
 from jaxserve.sampling.bitmask import allowed_bitmask
 from jaxserve.sampling.params import SamplingParams
@@ -46,8 +46,13 @@ class AsyncEngine:
         scheduling_policy: str = "fcfs",
         enable_prefix_caching: bool = True,
         num_pages: int | None = None,
+        request_timeout: float | None = None,
     ) -> None:
-        """`num_pages` (default: all the runner's cache) bounds the pages the scheduler hands out."""
+        """`num_pages` (default: all the runner's cache) bounds the pages the scheduler hands out;
+        `request_timeout` (seconds from arrival, default none) aborts a request that has not finished."""
+        if request_timeout is not None and request_timeout <= 0:
+            raise ValueError(f"request_timeout must be positive, got {request_timeout}")
+        self.request_timeout = request_timeout
         self.scheduling_policy = scheduling_policy
         self.tokenizer = tokenizer
         self.runner = runner
@@ -82,16 +87,31 @@ class AsyncEngine:
                 self.core.drain_inbox(block=not self.core.has_work(), timeout=_IDLE_POLL_SECONDS)
                 if self.core.has_work():
                     self.core.step()
-        except BaseException:
+        except BaseException as exc:
             self._dead = True
             log.exception("engine loop died")
-            raise
+            # Nothing will step the sequences any more: end them now rather than leave their clients waiting.
+            try:
+                self.core.fail_all("the engine stopped after a fatal fault")
+            except Exception:
+                log.exception("could not fail the requests left in the engine")
+            if not isinstance(exc, EngineDead):  # an expected fatal fault, logged above; others are bugs
+                raise
 
     def validate_prompt(self, prompt_token_ids: list[int], params: SamplingParams) -> int:
-        """Check the prompt fits the context window; return the resolved max_tokens."""
+        """Check the prompt fits the context window and the model's vocabulary; return the resolved
+        max_tokens."""
         n = len(prompt_token_ids)
         if n == 0:
             raise InvalidRequest("the prompt is empty", param="messages")
+        vocab = self.runner.vocab_size
+        # A tokenizer whose added tokens lie past the model's embedding table would otherwise fail the step.
+        outside = next((t for t in prompt_token_ids if not 0 <= t < vocab), None)
+        if outside is not None:
+            raise InvalidRequest(
+                f"the prompt has token id {outside}, outside the model's vocabulary of {vocab}",
+                param="messages",
+            )
         if n >= self.max_model_len:
             raise InvalidRequest(
                 f"This model's maximum context length is {self.max_model_len} tokens. However, your request "
@@ -147,7 +167,10 @@ class AsyncEngine:
         internal_id = f"{request_id}-{next(self._arrivals)}"
 
         def emit(output: RequestOutput) -> None:
-            loop.call_soon_threadsafe(outputs.put_nowait, output)
+            try:
+                loop.call_soon_threadsafe(outputs.put_nowait, output)
+            except RuntimeError:  # the requester's event loop has closed: nobody is left to tell
+                log.debug("dropped an output of %s: its event loop is closed", internal_id)
 
         seq = Sequence(
             request_id=internal_id,
@@ -171,11 +194,12 @@ class AsyncEngine:
             grammar=params.structured.matcher() if params.structured is not None else None,
         )
         finished = False
+        deadline = None if self.request_timeout is None else loop.time() + self.request_timeout
         self.in_flight += 1
         self.core.add(seq)
         try:
             while not finished:
-                output = await outputs.get()
+                output = await self._next_output(outputs, deadline)
                 if output.error is not None:
                     finished = True
                     raise EngineFault(output.error)
@@ -185,3 +209,17 @@ class AsyncEngine:
             self.in_flight -= 1
             if not finished:
                 self.core.abort(internal_id)
+
+    async def _next_output(
+        self, outputs: asyncio.Queue[RequestOutput], deadline: float | None
+    ) -> RequestOutput:
+        """The next output; RequestTimeout once `deadline` (event-loop time) passes without one. An output
+        already queued is delivered even past the deadline: the engine produced it in time."""
+        if deadline is None or not outputs.empty():
+            return await outputs.get()
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await outputs.get()
+        except TimeoutError:
+            assert self.request_timeout is not None
+            raise RequestTimeout(self.request_timeout) from None

@@ -3,6 +3,10 @@
 Runs on its own thread (see async_engine). A step feeds the prompt chunks the scheduler picked (within
 the per-step token budget, so running decodes keep a bounded inter-token latency while a long prompt
 arrives) and one decode step over every sequence that has its prompt in the cache.
+
+Faults: an exception in one runner call fails the sequences of that call (they end with an error output)
+and the engine goes on. If the call had already donated the KV cache or sampler state to XLA, those
+buffers are gone for every sequence, so that fault is fatal: EngineDead stops the engine loop.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -20,8 +25,13 @@ from jaxserve.engine.runner import ModelRunner, RowInput, RowOutput
 from jaxserve.engine.scheduler import PrefillChunk, Scheduler
 from jaxserve.engine.sequence import Sequence, SequenceStatus
 from jaxserve.engine.token_bans import step_bitmask
+from jaxserve.errors import EngineDead
 
 log = logging.getLogger(__name__)
+
+RunnerCall = Literal["start", "prefill", "decode"]
+FaultInjector = Callable[[RunnerCall, list[Sequence]], None]
+"""A test hook called before each runner call with the call's kind and sequences; raising fails them."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +53,8 @@ class EngineCore:
         self.eos_token_ids = eos_token_ids
         self.max_model_len = runner.buckets.max_model_len
         self._inbox: queue.SimpleQueue[_Add | _Abort] = queue.SimpleQueue()
+        # Tests only: runs before any device work of a call, so an injected fault leaves the cache intact.
+        self.fault_injector: FaultInjector | None = None
 
     # -- called from any thread
     def add(self, seq: Sequence) -> None:
@@ -101,6 +113,7 @@ class EngineCore:
         for seq in plan.admitted:
             assert seq.slot is not None
             self._guarded(
+                "start",
                 [seq],
                 functools.partial(
                     self.runner.start_sequence, seq.slot, seq.params, seq.prompt_ids, seq.output_ids
@@ -108,10 +121,10 @@ class EngineCore:
             )
         for chunk in plan.prefills:
             if chunk.seq.status is SequenceStatus.PREFILLING:  # not failed by a fault above
-                self._guarded([chunk.seq], functools.partial(self._prefill, chunk))
+                self._guarded("prefill", [chunk.seq], functools.partial(self._prefill, chunk))
         decoding = [s for s in plan.decodes if s.status is SequenceStatus.DECODING]
         if decoding:
-            self._guarded(decoding, lambda: self._decode(decoding))
+            self._guarded("decode", decoding, lambda: self._decode(decoding))
 
     def _prefill(self, chunk: PrefillChunk) -> None:
         seq, start, count = chunk.seq, chunk.start, chunk.num_tokens
@@ -178,14 +191,30 @@ class EngineCore:
         if output is not None:
             seq.emit(output)
 
-    def _guarded(self, seqs: list[Sequence], work: Callable[[], None]) -> None:
+    def _guarded(self, kind: RunnerCall, seqs: list[Sequence], work: Callable[[], None]) -> None:
         try:
+            if self.fault_injector is not None:
+                self.fault_injector(kind, seqs)
             work()
-        except Exception:
+        except Exception as exc:
             log.exception("engine step failed; failing %d request(s)", len(seqs))
             for seq in seqs:
                 if seq.status is not SequenceStatus.FINISHED:
                     self._fail(seq, "the engine failed while running this request")
+            if self.runner.state_lost():
+                raise EngineDead("the engine lost its KV cache in a fault and stopped") from exc
+
+    def fail_all(self, message: str) -> None:
+        """Fail every queued and running sequence, and any still in the inbox (the engine is stopping)."""
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Add):
+                self.scheduler.add(item.seq)
+        for seq in self.scheduler.running + self.scheduler.waiting:
+            self._fail(seq, message)
 
     def _fail(self, seq: Sequence, message: str) -> None:
         self.scheduler.finish(seq)

@@ -195,6 +195,15 @@ class ModelRunner:
         )
         return result, prompt_lp
 
+    def state_lost(self) -> bool:
+        """Whether the KV cache or sampler state was donated to a call that then failed.
+
+        A failure before the executable runs (packing, an injected fault) leaves both intact; one after
+        XLA took the donated buffers leaves them deleted, and no step can run on them again.
+        """
+        leaves = jax.tree.leaves((self.cache, self.sampler_state))
+        return any(isinstance(leaf, jax.Array) and leaf.is_deleted() for leaf in leaves)
+
     @staticmethod
     def _row_outputs(result: SampleResult, count: int) -> list[RowOutput]:
         tokens, logprob, rank = np.asarray(result.tokens), np.asarray(result.logprob), np.asarray(result.rank)

@@ -97,5 +97,15 @@ async def collect(
     return last
 
 
+async def pool_back_to_full(engine: AsyncEngine) -> bool:
+    """Wait (up to 3 s) until the engine is idle with every KV-cache page free."""
+    pool = engine.core.scheduler.pool
+    for _ in range(300):
+        if pool.num_free == pool.num_pages and not engine.core.has_work():
+            return True
+        await asyncio.sleep(0.01)
+    return False
+
+
 def run(coro: Coroutine[object, object, T]) -> T:
     return asyncio.run(coro)

@@ -151,3 +151,10 @@ def test_requests_beyond_the_queue_limit_get_server_busy(engine: AsyncEngine) ->
         assert engine.in_flight == 0
     finally:
         engine.max_in_flight = saved
+
+
+def test_prompt_ids_outside_the_model_vocabulary_are_refused(engine: AsyncEngine) -> None:
+    vocab = engine.runner.vocab_size
+    with pytest.raises(InvalidRequest, match=f"token id {vocab}"):
+        run(collect(engine, [5, vocab], SamplingParams(max_tokens=2), "outside"))
+    assert len(run(collect(engine, [5, vocab - 1], SamplingParams(max_tokens=2), "inside")).token_ids) <= 2

@@ -6,22 +6,20 @@ import asyncio
 
 import pytest
 
-from jaxserve.engine.async_engine import AsyncEngine
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.errors import InvalidRequest
 from jaxserve.sampling.params import SamplingParams
-from tests.engine.conftest import MAX_NUM_SEQS, PAGE_SIZE, EngineFactory, collect, prompt_ids, run
+from tests.engine.conftest import (
+    MAX_NUM_SEQS,
+    PAGE_SIZE,
+    EngineFactory,
+    collect,
+    pool_back_to_full,
+    prompt_ids,
+    run,
+)
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
-
-
-async def _pool_back_to_full(engine: AsyncEngine) -> bool:
-    pool = engine.core.scheduler.pool
-    for _ in range(300):
-        if pool.num_free == pool.num_pages and not engine.core.has_work():
-            return True
-        await asyncio.sleep(0.01)
-    return False
 
 
 def test_prefix_cache_hit_gives_identical_output(make_engine: EngineFactory) -> None:
@@ -96,7 +94,7 @@ def test_preemption_under_a_tiny_pool_completes_every_request_correctly(make_eng
     outputs = run(together())
     assert [o.token_ids for o in outputs] == alone
     assert tight.core.scheduler.num_preemptions > 0
-    assert run(_pool_back_to_full(tight))
+    assert run(pool_back_to_full(tight))
 
 
 def test_abort_returns_every_page(make_engine: EngineFactory) -> None:
@@ -114,7 +112,7 @@ def test_abort_returns_every_page(make_engine: EngineFactory) -> None:
         assert engine.core.scheduler.pool.num_free < engine.core.scheduler.pool.num_pages
         for stream in streams:
             await stream.aclose()
-        return await _pool_back_to_full(engine)
+        return await pool_back_to_full(engine)
 
     assert run(start_and_leave())
 
