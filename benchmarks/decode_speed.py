@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from jaxserve.engine.buckets import BucketConfig
-from jaxserve.engine.runner import ModelRunner, RowInput
+from prefilled_runner import prefilled_runner  # a sibling module: these scripts run as files
+
+from jaxserve.engine.runner import RowInput
 from jaxserve.modeling.default_model import default_model_path
 from jaxserve.modeling.loader import load_model
 from jaxserve.sampling.params import SamplingParams
@@ -35,15 +36,9 @@ def main() -> None:
         f"model loaded in {time.perf_counter() - started:.1f}s ({model.config.architecture}, {model.dtype.__name__})"
     )
     max_batch = max(args.batch)
-    buckets = BucketConfig(max_num_seqs=max_batch, max_model_len=2048)
-    per_seq = buckets.max_pages_per_seq
-    runner = ModelRunner(model, buckets, max_batch * per_seq)
-    tables = [list(range(slot * per_seq, (slot + 1) * per_seq)) for slot in range(max_batch)]
     greedy = SamplingParams(temperature=0.0)
     prompt = [(17 * i + 3) % model.config.vocab_size for i in range(args.context)]
-    for slot in range(max_batch):
-        runner.start_sequence(slot, greedy, prompt, [])
-        runner.prefill_chunk(RowInput(prompt, 0, greedy, 0, 0, slot, tables[slot]))
+    runner, tables = prefilled_runner(model, max_batch, 2048, prompt, greedy)
 
     def rows(tokens: list[int], position: int, generated: int) -> list[RowInput]:
         return [RowInput([t], position, greedy, 0, generated, i, tables[i]) for i, t in enumerate(tokens)]

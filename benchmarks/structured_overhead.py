@@ -17,8 +17,8 @@ import argparse
 import time
 
 import numpy as np
+from prefilled_runner import prefilled_runner  # a sibling module: these scripts run as files
 
-from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.runner import ModelRunner, RowInput
 from jaxserve.modeling.default_model import default_model_path
 from jaxserve.modeling.loader import load_model
@@ -59,16 +59,10 @@ def main() -> None:
     model = load_model(path, None)
     tokenizer = Tokenizer.from_path(path)
     max_batch = max(args.batch)
-    buckets = BucketConfig(max_num_seqs=max_batch, max_model_len=512)
-    per_seq = buckets.max_pages_per_seq
-    runner = ModelRunner(model, buckets, max_batch * per_seq)
-    tables = [list(range(slot * per_seq, (slot + 1) * per_seq)) for slot in range(max_batch)]
     greedy = SamplingParams(temperature=0.0)
     prompt = tokenizer.encode("Here is a list of people as JSON:", add_special_tokens=False)
     prompt = (prompt * args.context)[: args.context]
-    for slot in range(max_batch):
-        runner.start_sequence(slot, greedy, prompt, [])
-        runner.prefill_chunk(RowInput(prompt, 0, greedy, 0, 0, slot, tables[slot]))
+    runner, tables = prefilled_runner(model, max_batch, 512, prompt, greedy)
 
     compiler = GrammarCompiler(tokenizer, runner.vocab_size)
     started = time.perf_counter()

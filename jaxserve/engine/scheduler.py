@@ -117,13 +117,14 @@ class Scheduler:
     def schedule(self) -> StepPlan:
         plan = StepPlan()
         budget = self.buckets.max_num_batched_tokens
-        for seq in sorted(self.running, key=self.rank):
+        by_rank = sorted(self.running, key=self.rank)  # preempted ones drop out of self.running as we go
+        for seq in by_rank:
             if seq.status is not SequenceStatus.DECODING or seq not in self.running:
                 continue
             if self._reserve(seq, seq.num_computed + 1, plan):
                 plan.decodes.append(seq)
                 budget -= 1
-        for seq in sorted(self.running, key=self.rank):
+        for seq in by_rank:
             if budget <= 0:
                 break
             if seq.status is not SequenceStatus.PREFILLING or seq not in self.running:
@@ -148,9 +149,7 @@ class Scheduler:
     def _cached_prefix(self, seq: Sequence) -> list[int]:
         """The cached pages a waiting sequence can start from (its block hashes brought up to date)."""
         target = seq.prefill_target
-        seq.block_hashes = chain_block_hashes(
-            seq.token_ids(0, target), self.page_size, seq.cache_salt, seq.block_hashes
-        )
+        self._hash_full_blocks(seq, target)
         if seq.params.prompt_logprobs is not None:  # prompt logprobs need every prompt position computed
             return []
         # At least one token is computed, for the logits to sample from: a whole-prompt hit drops its last
@@ -187,6 +186,14 @@ class Scheduler:
             self._pending.setdefault(block_hash, seq.request_id)
         plan.admitted.append(seq)
         return PrefillChunk(seq, start, count)
+
+    def _hash_full_blocks(self, seq: Sequence, num_tokens: int) -> None:
+        """Extend the sequence's block hashes over the full blocks of its first num_tokens tokens. A
+        waiting sequence is looked at every step: copy its tokens only when a block is still unhashed."""
+        if len(seq.block_hashes) < num_tokens // self.page_size:
+            seq.block_hashes = chain_block_hashes(
+                seq.token_ids(0, num_tokens), self.page_size, seq.cache_salt, seq.block_hashes
+            )
 
     def _held_back(self, seq: Sequence, num_cached: int) -> bool:
         """Whether the next block the sequence would compute is being computed by another request."""
@@ -254,10 +261,7 @@ class Scheduler:
         num_full = seq.num_computed // self.page_size
         if num_full <= seq.num_registered:
             return
-        if len(seq.block_hashes) < num_full:
-            seq.block_hashes = chain_block_hashes(
-                seq.token_ids(0, num_full * self.page_size), self.page_size, seq.cache_salt, seq.block_hashes
-            )
+        self._hash_full_blocks(seq, seq.num_computed)
         for index in range(seq.num_registered, num_full):
             block_hash = seq.block_hashes[index]
             self.pool.register(seq.block_table[index], block_hash)

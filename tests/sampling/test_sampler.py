@@ -135,6 +135,18 @@ def mixed_inputs(seed: int) -> dict[str, np.ndarray]:
     return {"logits": logits, "bias": bias, "prompt_mask": prompt_mask, "counts": counts, "bitmask": bitmask}
 
 
+def run_mixed(inputs: dict[str, np.ndarray], params: Sequence[SamplingParams | None]) -> SampleResult:
+    """`run` on mixed_inputs: their logits with their mask, bias, prompt tokens and output counts."""
+    return run(
+        inputs["logits"],
+        params,
+        bitmask=inputs["bitmask"],
+        bias=inputs["bias"],
+        prompt_mask=inputs["prompt_mask"],
+        counts=inputs["counts"],
+    )
+
+
 def expected_greedy(inputs: dict[str, np.ndarray], params: list[SamplingParams]) -> np.ndarray:
     rows, vocab = inputs["logits"].shape
     allowed = np.ones((rows, vocab), bool)
@@ -168,14 +180,7 @@ def expected_greedy(inputs: dict[str, np.ndarray], params: list[SamplingParams])
 )
 def test_greedy_rows_take_exact_argmax_after_mask_bias_and_penalties(params: list[SamplingParams]) -> None:
     inputs = mixed_inputs(0)
-    result = run(
-        inputs["logits"],
-        params,
-        bitmask=inputs["bitmask"],
-        bias=inputs["bias"],
-        prompt_mask=inputs["prompt_mask"],
-        counts=inputs["counts"],
-    )
+    result = run_mixed(inputs, params)
     greedy = [b for b, p in enumerate(params) if p.greedy]
     np.testing.assert_array_equal(np.asarray(result.tokens)[greedy], expected_greedy(inputs, params)[greedy])
 
@@ -227,14 +232,7 @@ def test_logprobs_come_from_the_raw_logits() -> None:
         None,
         SamplingParams(temperature=0.7, min_p=0.5),
     ]
-    result = run(
-        inputs["logits"],
-        params,
-        bitmask=inputs["bitmask"],
-        bias=inputs["bias"],
-        prompt_mask=inputs["prompt_mask"],
-        counts=inputs["counts"],
-    )
+    result = run_mixed(inputs, params)
     raw = reference.log_softmax(inputs["logits"])
     tokens = np.asarray(result.tokens)
     np.testing.assert_allclose(np.asarray(result.logprob), raw[np.arange(4), tokens], atol=1e-5)
