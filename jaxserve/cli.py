@@ -66,7 +66,12 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--api-key",
         default=os.environ.get("JAXSERVE_API_KEY"),
-        help="require this bearer token on /v1 routes",
+        help="require this bearer token on /v1 routes (or set JAXSERVE_API_KEY, which keeps it out of ps)",
+    )
+    p.add_argument(
+        "--metrics-need-api-key",
+        action="store_true",
+        help="with an API key, /metrics needs it too (by default it stays open for Prometheus, as in vLLM)",
     )
     p.add_argument(
         "--allowed-origins", nargs="*", default=["*"], help="CORS origins allowed to call the API ('*' = any)"
@@ -179,6 +184,7 @@ def serve(args: argparse.Namespace) -> int:
         scheduling_policy=args.scheduling_policy,
         enable_prefix_caching=args.enable_prefix_caching,
         api_key=args.api_key or None,
+        metrics_need_api_key=args.metrics_need_api_key,
         warmup=not args.no_warmup,
         allowed_origins=tuple(args.allowed_origins),
         max_request_body=args.max_request_body,

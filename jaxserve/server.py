@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -49,7 +49,8 @@ class ServerOptions:
     kv_cache_memory_fraction: float | None = None
     scheduling_policy: str = "fcfs"
     enable_prefix_caching: bool = True
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never in logs or tracebacks
+    metrics_need_api_key: bool = False
     warmup: bool = True
     compilation_cache_dir: str | None = None
     allowed_origins: tuple[str, ...] = ("*",)
@@ -158,6 +159,7 @@ def run_server(options: ServerOptions, started: float) -> int:
         allowed_origins=options.allowed_origins,
         max_request_bytes=options.max_request_body,
         parsers=options.parsers,
+        metrics_need_api_key=options.metrics_need_api_key,
     )
     log.info(
         "serving %s on http://%s:%d (max_model_len=%d, max_num_seqs=%d, %d step shapes compiled, warm-up %.1fs); "

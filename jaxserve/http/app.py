@@ -29,7 +29,13 @@ from jaxserve.http.routes.completions import create_completion
 from jaxserve.http.routes.health import health
 from jaxserve.http.routes.metrics import metrics
 from jaxserve.http.routes.models import list_models
-from jaxserve.http.routes.openapi import API_KEY_REQUIRED, OPENAPI_ROUTES, ApiRoute, openapi_spec
+from jaxserve.http.routes.openapi import (
+    API_KEY_REQUIRED,
+    GUARDED_OUTSIDE_V1,
+    OPENAPI_ROUTES,
+    ApiRoute,
+    openapi_spec,
+)
 from jaxserve.http.routes.tokenize import detokenize, tokenize
 from jaxserve.http.routes.version import version
 from jaxserve.http.state import SERVER_STATE, ServerState
@@ -93,6 +99,7 @@ def build_app(
     allowed_origins: Sequence[str] = ("*",),
     max_request_bytes: int = MAX_REQUEST_BYTES,
     parsers: ParserSettings | None = None,
+    metrics_need_api_key: bool = False,
 ) -> web.Application:
     """The application: routes, error mapping and (when `api_key` is set) bearer-token auth on `/v1`.
 
@@ -104,8 +111,10 @@ def build_app(
     middlewares: list[Middleware] = [error_middleware]
     if api_key == "":
         raise ValueError("api_key must not be empty (pass None to serve without one)")
+    # /metrics is open by default, as in vLLM, so that Prometheus scrapes without a token.
+    guarded_outside_v1 = frozenset({"/metrics"}) if metrics_need_api_key else frozenset[str]()
     if api_key is not None:
-        middlewares.append(api_key_middleware(api_key))
+        middlewares.append(api_key_middleware(api_key, guarded_outside_v1))
     app = web.Application(middlewares=middlewares, client_max_size=max_request_bytes)
     if allowed_origins:
         CorsPolicy(allowed_origins).install(app)
@@ -118,6 +127,7 @@ def build_app(
     app[METRICS] = ServingMetrics(model_name=served_model_names[0], engine=engine)
     app[OPENAPI_ROUTES] = ROUTES
     app[API_KEY_REQUIRED] = api_key is not None
+    app[GUARDED_OUTSIDE_V1] = guarded_outside_v1
     for route in ROUTES:
         if route.method == "GET":
             app.router.add_get(route.path, route.handler)  # also answers HEAD, as aiohttp's GETs do

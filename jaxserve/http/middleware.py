@@ -38,18 +38,22 @@ def _is_v1(path: str) -> bool:
     return path == "/v1" or path.startswith("/v1/")
 
 
-def api_key_middleware(api_key: str) -> Middleware:
-    """Require `Authorization: Bearer <api_key>` on the OpenAI API (`/v1/...`); health checks stay open.
+def api_key_middleware(api_key: str, also_guarded: frozenset[str] = frozenset()) -> Middleware:
+    """Require `Authorization: Bearer <api_key>` on the OpenAI API (`/v1/...`) and on the paths in
+    `also_guarded` (e.g. `/metrics`); health checks stay open.
 
-    A path counts as API if it looks like one or if the route it resolved to is one, so no spelling of a
-    path that reaches a `/v1` handler escapes the check.
+    A path counts as guarded if it looks like one or if the route it resolved to is one, so no spelling
+    of a path that reaches a guarded handler escapes the check. The key itself is never logged.
     """
     expected = f"Bearer {api_key}".encode()
+
+    def guarded(path: str) -> bool:
+        return _is_v1(path) or path in also_guarded
 
     @web.middleware
     async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
-        if _is_v1(request.path) or (resource is not None and _is_v1(resource.canonical)):
+        if guarded(request.path) or (resource is not None and guarded(resource.canonical)):
             supplied = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(supplied, expected):  # constant time: no key guessing by timing
                 raise Unauthorized("Invalid or missing API key", code="invalid_api_key")

@@ -45,6 +45,15 @@ _SUBSCHEMAS = (
 """Keywords whose value is a subschema or a list of them."""
 
 
+MAX_SPEC_CHARS = 512 * 1024
+"""Largest constraint (schema as JSON text, regex, grammar, choices) accepted: room for 128 tool schemas
+of a few KiB each, which a forced tool choice joins into one."""
+
+MAX_SPEC_DEPTH = 128
+"""Deepest object/array nesting of a JSON schema or structural tag, counting every JSON level (a nested
+object property adds two: `properties` and the property's schema); real schemas stay under ~30."""
+
+
 @dataclass(frozen=True)
 class GrammarRequest:
     """One output constraint. `param` names the request field it came from (for 400 errors).
@@ -68,12 +77,63 @@ def grammar_text(request: GrammarRequest) -> str:
     Only the shape is checked here: llguidance validates the grammar itself when it is compiled
     against the tokenizer (`jaxserve.sampling.structured`).
     """
+    check_spec_size(request)
     try:
         return _grammar_text(request)
     except InvalidRequest:
         raise
     except (ValueError, TypeError, KeyError, AssertionError) as exc:  # llguidance's helpers raise these
         raise InvalidRequest(f"invalid {request.kind} constraint: {exc}", param=request.param) from exc
+
+
+def check_spec_size(request: GrammarRequest) -> None:
+    """Refuse a constraint larger than MAX_SPEC_CHARS or nested deeper than MAX_SPEC_DEPTH (400).
+
+    llguidance compiles lazily and bounds its own per-token work, but building a grammar from a
+    multi-megabyte or thousands-deep schema costs host CPU (and Python recursion) before that.
+    """
+    spec = request.spec
+    if isinstance(spec, str):
+        size = len(spec)
+        if request.kind in ("json", "structural_tag") and size <= MAX_SPEC_CHARS:
+            try:
+                spec = json.loads(spec)
+            except (ValueError, RecursionError):
+                return  # not JSON: reported as such when the grammar is built
+    else:
+        size = len(json.dumps(spec)) if spec is not None else 0
+    if size > MAX_SPEC_CHARS:
+        raise InvalidRequest(
+            f"the {request.kind} constraint is {size} characters long; at most {MAX_SPEC_CHARS} are allowed",
+            param=request.param,
+        )
+    depth = _nesting_depth(spec)
+    if depth > MAX_SPEC_DEPTH:
+        raise InvalidRequest(
+            f"the {request.kind} constraint is nested {depth} levels deep; at most {MAX_SPEC_DEPTH} are "
+            "allowed",
+            param=request.param,
+        )
+
+
+def _nesting_depth(value: Any) -> int:
+    """How many JSON objects/arrays deep `value` goes (iterative: the value may be deeper than Python's
+    recursion limit allows to walk recursively)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_SPEC_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _grammar_text(request: GrammarRequest) -> str:

@@ -25,6 +25,7 @@ class RunningServer:
     model: str
     api_key: str
     log_path: Path
+    pid: int
 
 
 def free_port() -> int:
@@ -76,7 +77,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, log_path)
-        yield RunningServer(base_url=url, model="SmolLM2-135M-Instruct", api_key=API_KEY, log_path=log_path)
+        yield RunningServer(
+            base_url=url, model="SmolLM2-135M-Instruct", api_key=API_KEY, log_path=log_path, pid=proc.pid
+        )
     finally:
         proc.terminate()
         try:

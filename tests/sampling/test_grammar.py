@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from jaxserve.errors import InvalidRequest
-from jaxserve.sampling.grammar import GrammarRequest, grammar_text, without_additional_properties
+from jaxserve.sampling.grammar import (
+    MAX_SPEC_CHARS,
+    MAX_SPEC_DEPTH,
+    GrammarKind,
+    GrammarRequest,
+    grammar_text,
+    without_additional_properties,
+)
 
 
 def json_options(grammar: str) -> dict[str, Any]:
@@ -86,3 +93,39 @@ def test_legacy_structural_tag_becomes_a_lazy_trigger_grammar() -> None:
     }
     grammar = grammar_text(GrammarRequest("structural_tag", "response_format", spec))
     assert "lazy" in grammar and "%json" in grammar and "</function>" in grammar
+
+
+def _nested_schema(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object"}
+    inner = schema
+    for _ in range(levels):
+        child: dict[str, Any] = {"type": "object"}
+        inner["properties"] = {"a": child}
+        inner = child
+    return schema
+
+
+def test_a_schema_nested_too_deep_is_a_400_naming_its_param() -> None:
+    deep = _nested_schema(MAX_SPEC_DEPTH)  # two JSON levels per nested property
+    with pytest.raises(InvalidRequest, match="nested") as caught:
+        grammar_text(GrammarRequest("json", "response_format", deep))
+    assert caught.value.param == "response_format"
+    with pytest.raises(InvalidRequest, match="nested"):  # the same schema sent as JSON text
+        grammar_text(GrammarRequest("json", "structured_outputs.json", json.dumps(deep)))
+
+
+def test_a_reasonably_nested_schema_compiles() -> None:
+    assert grammar_text(GrammarRequest("json", "response_format", _nested_schema(20)))
+
+
+@pytest.mark.parametrize("kind", ["regex", "grammar"])
+def test_an_oversized_constraint_is_a_400(kind: GrammarKind) -> None:
+    with pytest.raises(InvalidRequest, match="characters long") as caught:
+        grammar_text(GrammarRequest(kind, "structured_outputs", "a" * (MAX_SPEC_CHARS + 1)))
+    assert caught.value.param == "structured_outputs"
+
+
+def test_an_oversized_choice_list_is_a_400() -> None:
+    choices = ["x" * 1000] * (MAX_SPEC_CHARS // 1000 + 1)
+    with pytest.raises(InvalidRequest, match="characters long"):
+        grammar_text(GrammarRequest("choice", "structured_outputs.choice", choices))

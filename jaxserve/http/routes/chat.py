@@ -23,6 +23,7 @@ from jaxserve.http.generation import (
     merged,
     until_done,
 )
+from jaxserve.http.limits import check_chat_limits
 from jaxserve.http.metrics import METRICS
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
 from jaxserve.http.request_body import parse_body, read_json_object
@@ -73,6 +74,7 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     created = int(time.time())
     state = request.app[SERVER_STATE]
     chat = parse_body(ChatCompletionRequest, await read_json_object(request))
+    check_chat_limits(chat)
     stream = stream_settings(chat)  # None unless streaming; refuses stream-only options without it
     model = state.resolve_model(chat.model)
     chat = without_excluded_tools(chat, state.parsers)

@@ -21,6 +21,7 @@ from jaxserve.http.generation import (
     final_outputs,
     until_done,
 )
+from jaxserve.http.limits import check_completion_limits
 from jaxserve.http.metrics import METRICS, ServingMetrics
 from jaxserve.http.protocol.completion import CompletionRequest
 from jaxserve.http.request_body import parse_body, read_json_object
@@ -93,6 +94,7 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
     created = int(time.time())
     state = request.app[SERVER_STATE]
     completion = parse_body(CompletionRequest, await read_json_object(request))
+    check_completion_limits(completion)
     model = state.resolve_model(completion.model)
     check_completion_request(completion)  # every refusal that needs no tokenizer happens here
     engine = state.engine

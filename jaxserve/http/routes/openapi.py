@@ -41,10 +41,10 @@ class ApiRoute:
     response: type[BaseModel] | None = None
     response_media_type: str | None = None
 
-    @property
-    def needs_api_key(self) -> bool:
-        """Whether the API-key middleware guards it (it guards the OpenAI API, `/v1/...`)."""
-        return self.path.startswith("/v1/")
+    def needs_api_key(self, guarded_outside_v1: frozenset[str] = frozenset()) -> bool:
+        """Whether the API-key middleware guards it: the OpenAI API (`/v1/...`), plus the paths the
+        server was told to guard as well (`/metrics` with `--metrics-need-api-key`)."""
+        return self.path.startswith("/v1/") or self.path in guarded_outside_v1
 
 
 OPENAPI_ROUTES: Final = web.AppKey[tuple[ApiRoute, ...]]("jaxserve_openapi_routes")
@@ -53,8 +53,16 @@ OPENAPI_ROUTES: Final = web.AppKey[tuple[ApiRoute, ...]]("jaxserve_openapi_route
 API_KEY_REQUIRED: Final = web.AppKey("jaxserve_api_key_required", bool)
 """Whether the application was built with an API key (the document then declares bearer auth)."""
 
+GUARDED_OUTSIDE_V1: Final = web.AppKey("jaxserve_guarded_outside_v1", frozenset)
+"""Paths outside `/v1` that also need the API key (when one is set)."""
 
-def openapi_document(routes: tuple[ApiRoute, ...], *, api_key_required: bool) -> dict[str, Any]:
+
+def openapi_document(
+    routes: tuple[ApiRoute, ...],
+    *,
+    api_key_required: bool,
+    guarded_outside_v1: frozenset[str] = frozenset(),
+) -> dict[str, Any]:
     """The document for `routes`; with `api_key_required`, the routes that check it say so."""
     models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(ErrorResponse, "serialization")]
     for route in routes:
@@ -85,7 +93,7 @@ def openapi_document(routes: tuple[ApiRoute, ...], *, api_key_required: bool) ->
         elif route.response_media_type is not None:
             success["content"] = {route.response_media_type: {"schema": {"type": "string"}}}
         operation["responses"] = {"200": success, "default": error}
-        if api_key_required and route.needs_api_key:
+        if api_key_required and route.needs_api_key(guarded_outside_v1):
             operation["security"] = [{"bearerAuth": []}]
         paths.setdefault(route.path, {})[route.method.lower()] = operation
 
@@ -106,5 +114,9 @@ def openapi_document(routes: tuple[ApiRoute, ...], *, api_key_required: bool) ->
 
 async def openapi_spec(request: web.Request) -> web.StreamResponse:
     """Built per request: it is rarely fetched, and building it costs milliseconds."""
-    document = openapi_document(request.app[OPENAPI_ROUTES], api_key_required=request.app[API_KEY_REQUIRED])
+    document = openapi_document(
+        request.app[OPENAPI_ROUTES],
+        api_key_required=request.app[API_KEY_REQUIRED],
+        guarded_outside_v1=request.app[GUARDED_OUTSIDE_V1],
+    )
     return web.json_response(document)

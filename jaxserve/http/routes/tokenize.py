@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from jaxserve.errors import InvalidRequest
+from jaxserve.http.limits import check_chat_limits
 from jaxserve.http.protocol.chat_request import ChatCompletionRequest
 from jaxserve.http.protocol.tokenize import (
     DetokenizeRequest,
@@ -52,7 +53,9 @@ def tokenize_ids(request: TokenizeCompletionRequest | TokenizeChatRequest, token
     """
     if isinstance(request, TokenizeCompletionRequest):
         return tokenizer.encode(request.prompt, add_special_tokens=request.add_special_tokens)
-    prompt = chat_prompt(as_chat_request(request))
+    chat = as_chat_request(request)
+    check_chat_limits(chat)
+    prompt = chat_prompt(chat)
     return render_prompt(tokenizer, prompt.messages, prompt.template_args)
 
 
