@@ -176,10 +176,26 @@ def run_server(options: ServerOptions, started: float) -> int:
     return asyncio.run(_serve(app, options, engine))
 
 
+HANDLER_FLUSH_SECONDS = 2.0
+"""At shutdown, how long handlers still running after the drain may take to finish their responses."""
+
+ENGINE_WATCH_SECONDS = 0.5
+"""How often the serving loop checks that the engine thread is alive."""
+
+FATAL_EXIT_GRACE_SECONDS = 2.0
+"""After a fatal engine fault, how long /health answers 503 (and the failed requests' error responses
+flush) before the process exits non-zero for its supervisor to restart it."""
+
+
 async def _serve(app: web.Application, options: ServerOptions, engine: AsyncEngine) -> int:
     """Serve until SIGTERM/SIGINT, then drain: stop accepting, let running requests finish (up to
-    --shutdown-timeout), exit 0. A second signal skips the wait."""
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    --shutdown-timeout), exit 0. A second signal skips the wait. If the engine dies of a fatal fault,
+    exit 1 so that a supervisor restarts the server."""
+    # Our own drain loop below does the waiting; aiohttp's cleanup then only gives handlers a moment to
+    # flush their last bytes before cancelling them (its default would wait another minute).
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=HANDLER_FLUSH_SECONDS
+    )
     await runner.setup()
     site = web.TCPSite(runner, options.host, options.port)
     await site.start()
@@ -188,7 +204,17 @@ async def _serve(app: web.Application, options: ServerOptions, engine: AsyncEngi
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, signals.put_nowait, sig)
     print(f"jaxserve ready on http://{options.host}:{options.port}", flush=True)
-    received = await signals.get()
+    received = await _stop_signal_or_engine_death(signals, engine)
+    if received is None:
+        log.error(
+            "the engine stopped after a fatal fault; /health answers 503 and the server exits with status 1 "
+            "in %.0f s so that its supervisor restarts it",
+            FATAL_EXIT_GRACE_SECONDS,
+        )
+        await asyncio.sleep(FATAL_EXIT_GRACE_SECONDS)
+        await runner.cleanup()
+        engine.shutdown()
+        return 1
     log.info(
         "received %s: no new connections; draining %d request(s)",
         signal.Signals(received).name,
@@ -204,3 +230,13 @@ async def _serve(app: web.Application, options: ServerOptions, engine: AsyncEngi
     engine.shutdown()
     log.info("shut down")
     return 0
+
+
+async def _stop_signal_or_engine_death(signals: asyncio.Queue[int], engine: AsyncEngine) -> int | None:
+    """The first stop signal received, or None as soon as the engine is found dead."""
+    while True:
+        try:
+            return await asyncio.wait_for(signals.get(), timeout=ENGINE_WATCH_SECONDS)
+        except TimeoutError:
+            if not engine.is_healthy():
+                return None

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -52,6 +53,40 @@ def test_sigterm_lets_a_running_stream_finish(tmp_path: Path) -> None:
         assert proc.wait(timeout=120) == 0
         with pytest.raises(OSError):  # the port no longer accepts connections
             urllib.request.urlopen(f"{url}/health", timeout=5)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_second_sigint_exits_without_waiting_for_running_requests(tmp_path: Path) -> None:
+    """A stream that would run for minutes does not hold the process after a second SIGINT."""
+    port = free_port()
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jaxserve.cli", "serve", "--port", str(port), "--no-warmup",
+             "--max-num-seqs", "2", "--shutdown-timeout", "600"],
+            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log_path)
+        body = {"messages": [{"role": "user", "content": "Tell me a long story."}], "stream": True,
+                "max_tokens": 1500, "ignore_eos": True, "temperature": 0}  # fmt: skip
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=300) as stream:
+            assert stream.readline().startswith(b"data: ")
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+            assert proc.poll() is None  # the first signal drains: the stream is still running
+            proc.send_signal(signal.SIGINT)
+            # 1500 tokens take well over a minute here; the second signal ends the wait at once.
+            assert proc.wait(timeout=30) == 0
+        assert "shutting down with 1 request(s) unfinished" in log_path.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import aiohttp
 import jax
 import pytest
 
@@ -14,8 +16,11 @@ from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.engine.sequence import Sequence
 from jaxserve.errors import EngineFault
+from jaxserve.http.app import build_app
 from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.sampling.params import SamplingParams
+from jaxserve.server import ServerOptions, _serve
+from tests.e2e.conftest import free_port
 from tests.engine.conftest import EngineFactory, collect, pool_back_to_full, prompt_ids, run
 
 LONG = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)
@@ -129,3 +134,50 @@ def test_a_fault_that_loses_the_kv_cache_stops_the_engine(
     with pytest.raises(EngineFault) as refused:
         run(collect(engine, prompt_ids(5, 230), LONG, "late"))
     assert refused.value.code == "engine_dead"
+
+
+def test_the_server_exits_non_zero_once_the_engine_is_dead(
+    make_engine: EngineFactory, restores_cache: ModelRunner
+) -> None:
+    """The real serving loop on a free port: healthy, then a fatal fault fails the request in flight with
+    a 500 error object, /health turns 503 during the grace period, and the loop returns exit status 1."""
+    engine = make_engine()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    app = build_app(engine, served_model_names=["tiny"])
+    body = {"model": "tiny", "prompt": prompt_ids(8, 240), "max_tokens": 30, "ignore_eos": True}
+
+    def lose_the_cache(kind: RunnerCall, seqs: list[Sequence]) -> None:
+        if kind == "decode":
+            for leaf in jax.tree.leaves(restores_cache.cache):
+                leaf.delete()
+            raise InjectedFault("device fault after donation")
+
+    async def scenario() -> tuple[int, list[int], dict[str, Any], int]:
+        serving = asyncio.create_task(_serve(app, ServerOptions(port=port), engine))
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):  # the site is up within a few event-loop turns
+                try:
+                    async with session.get(f"{url}/health") as response:
+                        healthy = response.status
+                    break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+            engine.core.fault_injector = lose_the_cache
+            async with session.post(f"{url}/v1/completions", json=body) as response:
+                failed_status, failure = response.status, await response.json()
+            statuses = []
+            while not serving.done():
+                try:
+                    async with session.get(f"{url}/health") as response:
+                        statuses.append(response.status)
+                except aiohttp.ClientConnectionError:
+                    break
+                await asyncio.sleep(0.2)
+        return healthy, [failed_status, *statuses], failure, await serving
+
+    healthy, statuses, failure, exit_status = asyncio.run(scenario())
+    assert healthy == 200
+    assert statuses[0] == 500 and set(failure["error"]) == {"message", "type", "param", "code"}
+    assert 503 in statuses[1:]
+    assert exit_status == 1
