@@ -1,4 +1,4 @@
-"""`jaxserve` command line: `serve` runs the OpenAI-compatible server."""
+"""`jaxserve` command line: `serve` runs the OpenAI-compatible server, `bench` load-tests one."""
 
 from __future__ import annotations
 
@@ -136,12 +136,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="jaxserve", description="LLM inference server on JAX")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve_args(sub.add_parser("serve", help="serve the OpenAI-compatible chat-completions API"))
+    from jaxserve.bench.command import add_arguments as add_bench_args
+
+    add_bench_args(
+        sub.add_parser(
+            "bench",
+            help="load-test a server: throughput, TTFT, inter-token latency, compilations",
+            description="Start `jaxserve serve` (or use --base-url) and run the load generator at each "
+            "concurrency level with fixed prompt and output lengths.",
+        )
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=getattr(args, "log_level", "info").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if args.command == "bench":
+        from jaxserve.bench.command import bench
+
+        return bench(args)
     if args.command == "serve":
         try:
             return serve(args)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from jaxserve.engine.async_engine import AsyncEngine
 from jaxserve.engine.buckets import BucketConfig
+from jaxserve.engine.compilations import CompilationCounter
 from jaxserve.engine.kv_memory import free_device_bytes, num_kv_pages, parse_size
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.errors import ModelLoadError
@@ -94,6 +95,7 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
     """Load everything and return the started engine with the names it is served under."""
     if options.compilation_cache_dir:
         _enable_compilation_cache(options.compilation_cache_dir)
+    compilations = CompilationCounter()  # before warm-up: /metrics counts every compilation of the process
     model_path = Path(options.model) if options.model else default_model_path()
     log.info("loading model from %s", model_path)
     checkpoint = open_checkpoint(model_path)
@@ -139,6 +141,7 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
         scheduling_policy=options.scheduling_policy,
         enable_prefix_caching=options.enable_prefix_caching,
         request_timeout=options.request_timeout,
+        compilations=compilations,
     )
     engine.start()
     if options.served_model_names:

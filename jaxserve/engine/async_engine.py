@@ -10,6 +10,7 @@ import threading
 from collections.abc import AsyncIterator
 
 from jaxserve.engine.block_pool import BlockPool
+from jaxserve.engine.compilations import CompilationCounter
 from jaxserve.engine.core import EngineCore
 from jaxserve.engine.detokenizer import IncrementalDetokenizer
 from jaxserve.engine.outputs import RequestOutput
@@ -47,12 +48,14 @@ class AsyncEngine:
         enable_prefix_caching: bool = True,
         num_pages: int | None = None,
         request_timeout: float | None = None,
+        compilations: CompilationCounter | None = None,
     ) -> None:
         """`num_pages` (default: all the runner's cache) bounds the pages the scheduler hands out;
         `request_timeout` (seconds from arrival, default none) aborts a request that has not finished."""
         if request_timeout is not None and request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, got {request_timeout}")
         self.request_timeout = request_timeout
+        self.compilations = compilations  # this process's XLA compilations, for /metrics (server only)
         self.scheduling_policy = scheduling_policy
         self.tokenizer = tokenizer
         self.runner = runner

@@ -106,6 +106,15 @@ class _EngineLoadCollector(Collector):
         )
         preemptions.add_metric(self._labels, float(scheduler.num_preemptions if scheduler else 0))
         yield preemptions
+        compilations = getattr(self._engine, "compilations", None)
+        if compilations is not None:  # jaxserve's own: a warmed server should never move these
+            for name, doc, value in (
+                ("jaxserve:xla_compilations", "XLA compilations in this process.", compilations.count),
+                ("jaxserve:xla_compile_seconds", "Seconds spent in XLA compilation.", compilations.seconds),
+            ):
+                counter = CounterMetricFamily(name, doc, labels=LABEL_NAMES)
+                counter.add_metric(self._labels, float(value))
+                yield counter
 
     def describe(self) -> Iterable[Metric]:
         return []  # names are fixed; no need to collect (and touch the engine) at registration
