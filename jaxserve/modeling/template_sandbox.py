@@ -198,6 +198,9 @@ class TemplateSandbox:
             log.warning("template sandbox worker %d lost (%s); replacing it", worker.process.pid, lost.kind)
             self._release(None, worker)
             raise invalid_request(TemplateFailure(lost.kind, limits.describe(lost.kind))) from None
+        except BaseException:  # e.g. a job that cannot be pickled: the worker's state is unknown, replace it
+            self._release(None, worker)
+            raise
         if reply.startswith(template_worker.TEXT_TAG):
             self._release(worker, worker)
             return template_worker.decode_text(reply[1:])
