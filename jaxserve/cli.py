@@ -12,6 +12,7 @@ from pathlib import Path
 from jaxserve.errors import ModelLoadError
 from jaxserve.http.reasoning.registry import REASONING_PARSERS
 from jaxserve.http.tool_parsers.registry import TOOL_PARSERS
+from jaxserve.modeling.template_sandbox import SandboxLimits
 
 log = logging.getLogger("jaxserve")
 
@@ -104,6 +105,7 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         help="JAX persistent compilation cache ('' disables)",
     )
     _add_parser_args(p)
+    _add_template_sandbox_args(p)
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
@@ -129,6 +131,40 @@ def _add_parser_args(p: argparse.ArgumentParser) -> None:
         "--reasoning-parser",
         choices=sorted(REASONING_PARSERS),
         help="split <think>…</think> reasoning into message.reasoning: deepseek_r1, qwen3",
+    )
+
+
+def _add_template_sandbox_args(p: argparse.ArgumentParser) -> None:
+    """Limits on chat templates sent with requests (rendered in sandboxed worker processes)."""
+    defaults = SandboxLimits()
+    p.add_argument(
+        "--chat-template-timeout",
+        type=float,
+        default=defaults.timeout_seconds,
+        help="seconds a request's chat_template may take to render before the request gets a 400",
+    )
+    p.add_argument(
+        "--chat-template-max-output",
+        type=int,
+        default=defaults.max_output_chars,
+        help="most characters a request's chat_template may render",
+    )
+    p.add_argument(
+        "--chat-template-max-size",
+        type=int,
+        default=defaults.max_template_chars,
+        help="most characters in a request's chat_template",
+    )
+    p.add_argument(
+        "--chat-template-memory",
+        default=f"{defaults.memory_bytes // 2**20}MiB",
+        help="address-space limit of each chat-template worker process, e.g. 1GiB",
+    )
+    p.add_argument(
+        "--chat-template-workers",
+        type=int,
+        default=defaults.workers,
+        help="worker processes rendering request chat templates (renders at once)",
     )
 
 
@@ -166,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from jaxserve.engine.kv_memory import parse_size
     from jaxserve.http.parser_settings import ParserSettings
     from jaxserve.server import ServerOptions, run_server
 
@@ -181,6 +218,17 @@ def serve(args: argparse.Namespace) -> int:
         return 2
     if args.request_timeout is not None and args.request_timeout <= 0:
         log.error("--request-timeout must be positive, got %s", args.request_timeout)
+        return 2
+    try:
+        template_limits = SandboxLimits(
+            timeout_seconds=args.chat_template_timeout,
+            max_output_chars=args.chat_template_max_output,
+            max_template_chars=args.chat_template_max_size,
+            memory_bytes=parse_size(args.chat_template_memory),
+            workers=args.chat_template_workers,
+        )
+    except ValueError as exc:
+        log.error("chat template limits: %s", exc)
         return 2
 
     options = ServerOptions(
@@ -207,6 +255,7 @@ def serve(args: argparse.Namespace) -> int:
         request_timeout=args.request_timeout,
         compilation_cache_dir=args.compilation_cache_dir or None,
         parsers=parsers,
+        chat_template_limits=template_limits,
     )
     started = time.perf_counter()
     return run_server(options, started)

