@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+
 import jax
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"

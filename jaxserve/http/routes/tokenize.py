@@ -7,6 +7,7 @@ refuses is refused here with the same error.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -73,7 +74,9 @@ async def tokenize(request: web.Request) -> web.StreamResponse:
     body = parse_body(TokenizeRequest, await read_json_object(request)).root
     state.resolve_model(body.model)
     tokenizer = state.engine.tokenizer
-    ids = tokenize_ids(body, tokenizer)
+    # Off the event loop, as in the chat route: a long prompt or a request's own template (rendered in the
+    # sandbox, up to its deadline) must not stall the streams of other requests.
+    ids = await asyncio.to_thread(tokenize_ids, body, tokenizer)
     token_strs = [str(s) for s in tokenizer.hf.convert_ids_to_tokens(ids)] if body.return_token_strs else None
     response = TokenizeResponse(
         count=len(ids), max_model_len=state.engine.max_model_len, tokens=ids, token_strs=token_strs
