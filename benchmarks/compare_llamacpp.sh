@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# jaxserve vs llama.cpp's llama-server on the same machine, the same model file and the same load.
+#
+#   benchmarks/compare_llamacpp.sh                       # levels 1 4 16 64, 64 output tokens, 100-word prompts
+#   LEVELS="1 16" REQUESTS=16 benchmarks/compare_llamacpp.sh
+#
+# 1. Builds llama-server and llama-quantize from the llama.cpp sources vendored in the llama-cpp-python
+#    sdist (pip download --no-binary), with CMake and native CPU flags, into $CACHE (once).
+# 2. Converts the default GGUF (the one jaxserve serves) to F32 and Q8_0 with llama-quantize.
+# 3. Runs llama-server (-t = cores, --parallel = the highest level, continuous batching) on each file and
+#    jaxserve (float32, plus --quantization int8 when this jaxserve has it), one after the other, with the
+#    same load generator (jaxserve/bench/load_generator.py: streamed chat, ignore_eos, fixed lengths).
+# 4. Prints each run's table and the ratio table jaxserve / llama-server per level and precision.
+# Nothing is downloaded at jaxserve's run time; this script needs the package index once, for the sdist.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PY:-$ROOT/.venv/bin/python}"
+CACHE="${CACHE:-$HOME/.cache/jaxserve-bench}"
+LLAMA_CPP_PYTHON_VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+LEVELS="${LEVELS:-1 4 16 64}"
+REQUESTS="${REQUESTS:-}"          # per level; default max(8, 2*C)
+MAX_TOKENS="${MAX_TOKENS:-64}"
+PROMPT_WORDS="${PROMPT_WORDS:-100}"
+CORES="$(nproc)"
+OUT="${OUT:-$CACHE/results/$(date -u +%Y%m%dT%H%M%SZ)}"
+mkdir -p "$CACHE" "$OUT"
+
+max_level=0
+for level in $LEVELS; do (( level > max_level )) && max_level=$level; done
+requests_args=()
+[[ -n "$REQUESTS" ]] && requests_args=(--requests "$REQUESTS")
+
+# ---------------------------------------------------------------- 1. build llama.cpp (cached)
+LLAMA_DIR="$CACHE/llama-cpp-python-$LLAMA_CPP_PYTHON_VERSION"
+LLAMA_BIN="$LLAMA_DIR/build/bin"
+if [[ ! -x "$LLAMA_BIN/llama-server" || ! -x "$LLAMA_BIN/llama-quantize" ]]; then
+  echo "== building llama.cpp from the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist into $LLAMA_DIR"
+  sdist="$CACHE/sdist/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz"
+  if [[ ! -f "$sdist" ]]; then
+    "$PY" -m pip download --quiet --no-deps --no-binary :all: \
+      "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" -d "$CACHE/sdist"
+  fi
+  rm -rf "$LLAMA_DIR" && mkdir -p "$LLAMA_DIR"
+  tar -xzf "$sdist" -C "$LLAMA_DIR" --strip-components=1
+  cmake -S "$LLAMA_DIR/vendor/llama.cpp" -B "$LLAMA_DIR/build" -DCMAKE_BUILD_TYPE=Release \
+    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+    -DLLAMA_BUILD_SERVER=ON >"$LLAMA_DIR/cmake.log"
+  cmake --build "$LLAMA_DIR/build" -j "$CORES" --target llama-server llama-quantize >"$LLAMA_DIR/build.log"
+fi
+
+# ---------------------------------------------------------------- 2. model files
+MODEL="$("$PY" -c 'from jaxserve.modeling.default_model import default_model_path; print(default_model_path())')"
+for precision in F32 Q8_0; do
+  target="$CACHE/models/$(basename "$MODEL" .gguf)-$precision.gguf"
+  if [[ ! -f "$target" ]]; then
+    mkdir -p "$CACHE/models"
+    "$LLAMA_BIN/llama-quantize" --allow-requantize "$MODEL" "$target" "$precision" >"$OUT/quantize-$precision.log" 2>&1
+  fi
+done
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_healthy() {  # url pid log
+  for _ in $(seq 1 3600); do
+    if ! kill -0 "$2" 2>/dev/null; then echo "server exited; log:"; tail -30 "$3"; return 1; fi
+    if curl -sf "$1/health" >/dev/null 2>&1; then return 0; fi
+    sleep 0.5
+  done
+  echo "server not healthy; log:"; tail -30 "$3"; return 1
+}
+
+load() {  # url json-path
+  # shellcheck disable=SC2086
+  "$PY" -m jaxserve.bench.load_generator --base-url "$1" --concurrency $LEVELS "${requests_args[@]}" \
+    --max-tokens "$MAX_TOKENS" --prompt-words "$PROMPT_WORDS" --ignore-eos --json "$2"
+}
+
+# ---------------------------------------------------------------- 3. llama-server runs
+for precision in F32 Q8_0; do
+  port="$(free_port)"
+  log="$OUT/llama-server-$precision.log"
+  echo "== llama-server $precision (-t $CORES --parallel $max_level)"
+  "$LLAMA_BIN/llama-server" -m "$CACHE/models/$(basename "$MODEL" .gguf)-$precision.gguf" \
+    --host 127.0.0.1 --port "$port" -t "$CORES" --parallel "$max_level" --cont-batching \
+    -c $(( max_level * 1024 )) >"$log" 2>&1 &
+  pid=$!
+  wait_healthy "http://127.0.0.1:$port" "$pid" "$log"
+  load "http://127.0.0.1:$port" "$OUT/llama-server-$precision.json"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+done
+
+# ---------------------------------------------------------------- jaxserve runs (same generator)
+run_jaxserve() {  # name serve-args...
+  local name="$1"; shift
+  local port log pid
+  port="$(free_port)"
+  log="$OUT/jaxserve-$name.log"
+  echo "== jaxserve $name ($*)"
+  "$PY" -m jaxserve.cli serve --host 127.0.0.1 --port "$port" --max-num-seqs "$max_level" "$@" >"$log" 2>&1 &
+  pid=$!
+  wait_healthy "http://127.0.0.1:$port" "$pid" "$log"
+  load "http://127.0.0.1:$port" "$OUT/jaxserve-$name.json"
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+}
+run_jaxserve F32
+if "$PY" -m jaxserve.cli serve --help | grep -q -- "--quantization"; then
+  run_jaxserve INT8 --quantization int8
+fi
+
+# ---------------------------------------------------------------- 4. ratio table
+"$PY" "$ROOT/benchmarks/compare_tables.py" "$OUT"
+echo "results and logs: $OUT"
