@@ -112,3 +112,19 @@ def test_fuzzed_chat_requests_never_fail_the_server(
     tally = fuzz_app(engine, CHAT, bodies, "chat.completion", fuzz_settings(fuzz_examples(300), long_run))
     print(f"chat fuzz: {tally.total} requests in {time.monotonic() - started:.1f}s: {tally.statuses}")
     assert tally.total >= 300
+
+
+def test_a_request_id_no_header_can_carry_is_answered_without_the_echo(make_engine: EngineFactory) -> None:
+    """Found by the e2e fuzz: `request_id: "\\x1f"` was echoed in X-Request-Id, which aiohttp refuses to
+    write after the handler returned, so the client saw a dropped connection instead of its answer."""
+    engine = make_engine()
+
+    async def main() -> None:
+        async with TestClient(TestServer(build_app(engine, served_model_names=[MODEL]))) as client:
+            for request_id, echoed in [("a\x1fb", False), ("line\nbreak", False), ("tab\tok", True)]:
+                response = await client.post(COMPLETIONS, json={**GREEDY, "request_id": request_id})
+                assert response.status == 200, await response.text()
+                assert (await response.json())["id"] == f"cmpl-{request_id}"
+                assert response.headers.get("X-Request-Id") == (request_id if echoed else None)
+
+    asyncio.run(main())
