@@ -67,7 +67,7 @@ def test_fuzzed_chat_requests_on_the_real_model_never_fail_the_server(
             async def send_batch(batch: list[Any]) -> list[tuple[int, str, bytes]]:
                 return await asyncio.gather(*(send(body_bytes(body)) for body in batch))
 
-            @fuzz_settings(fuzz_examples(60), long_run)
+            @fuzz_settings(fuzz_examples(80), long_run)
             @given(st.lists(bodies, min_size=1, max_size=6))
             def check(batch: list[Any]) -> None:
                 answers = asyncio.run_coroutine_threadsafe(send_batch(batch), loop).result()
