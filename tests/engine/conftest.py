@@ -1,23 +1,17 @@
-"""A warmed tiny random-weight runner shared by the engine tests, and engines built over it."""
+"""Helpers and sizes for tests over the tiny random-weight engine (its fixtures are in tests/conftest.py,
+shared with the HTTP tests)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Iterator
-from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import TypeVar
 
 import jax
-import pytest
 
 from jaxserve.engine.async_engine import AsyncEngine
-from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.outputs import RequestOutput
-from jaxserve.engine.runner import ModelRunner
-from jaxserve.modeling.loader import load_model
-from jaxserve.modeling.tokenizer import Tokenizer
 from jaxserve.sampling.params import SamplingParams
-from tests.modeling.tiny_checkpoints import write_sentencepiece_tokenizer, write_tiny_checkpoint
 
 T = TypeVar("T")
 
@@ -26,6 +20,9 @@ MAX_MODEL_LEN = 128
 PAGE_SIZE = 16
 NUM_PAGES = 64
 
+EngineFactory = Callable[..., AsyncEngine]
+"""What the `make_engine` fixture yields: AsyncEngine keyword options in, a started engine out."""
+
 # Every backend compilation in the process, for the no-recompilation tests.
 backend_compiles: list[float] = []
 jax.monitoring.register_event_duration_secs_listener(
@@ -33,52 +30,6 @@ jax.monitoring.register_event_duration_secs_listener(
         backend_compiles.append(seconds) if event == "/jax/core/compile/backend_compile_duration" else None
     )
 )
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory: Path = tmp_path_factory.mktemp("tiny")
-    write_tiny_checkpoint("smollm2", directory)
-    write_sentencepiece_tokenizer(directory)
-    return directory
-
-
-@pytest.fixture(scope="session")
-def tiny_runner(tiny_model_dir: Path) -> ModelRunner:
-    """Compiled once for the session: engines over it differ only in host-side scheduling."""
-    buckets = BucketConfig(
-        max_num_seqs=MAX_NUM_SEQS,
-        max_model_len=MAX_MODEL_LEN,
-        page_size=PAGE_SIZE,
-        prefill_chunk_sizes=(8, 32),
-        max_num_batched_tokens=32,
-        min_kv_len=64,
-    )
-    runner = ModelRunner(load_model(tiny_model_dir, "float32"), buckets, NUM_PAGES)
-    runner.warm_up()
-    return runner
-
-
-EngineFactory = Callable[..., AsyncEngine]
-
-
-@pytest.fixture
-def make_engine(tiny_runner: ModelRunner, tiny_model_dir: Path) -> Iterator[EngineFactory]:
-    """Start engines over the shared runner (AsyncEngine keyword options); each is shut down after the test.
-
-    Tests run one at a time, so only one engine thread drives the runner at any moment."""
-    tokenizer = Tokenizer.from_path(tiny_model_dir)
-    started: list[AsyncEngine] = []
-
-    def make(**options: object) -> AsyncEngine:
-        engine = AsyncEngine(tiny_runner, tokenizer, **options)  # type: ignore[arg-type]
-        engine.start()
-        started.append(engine)
-        return engine
-
-    yield make
-    for engine in started:
-        engine.shutdown()
 
 
 def prompt_ids(length: int, salt: int) -> list[int]:

@@ -19,6 +19,7 @@ from jaxserve.http.app import build_app
 NOT_AN_ENGINE = cast(EngineClient, object())
 CHAT = "/v1/chat/completions"
 MESSAGES = [{"role": "user", "content": "hi"}]
+JSON = {"Content-Type": "application/json"}
 
 
 def call(
@@ -52,8 +53,65 @@ def test_malformed_json_is_a_400() -> None:
     assert "not valid JSON" in assert_error_object(body, error_type="invalid_request_error")
 
 
+def test_deeply_nested_json_is_a_400_not_a_recursion_crash() -> None:
+    status, _, body = call("POST", CHAT, data=b"[" * 100_000 + b"]" * 100_000, headers=JSON)
+    assert status == 400
+    assert "nested too deeply" in assert_error_object(body, error_type="invalid_request_error")
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_tokens_are_not_json_numbers(token: str) -> None:
+    payload = b'{"messages": [{"role": "user", "content": "hi"}], "temperature": ' + token.encode() + b"}"
+    status, _, body = call("POST", CHAT, data=payload, headers=JSON)
+    assert status == 400
+    assert f"{token} is not a JSON number" in assert_error_object(body, error_type="invalid_request_error")
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"]
+)
+def test_a_body_that_is_not_declared_json_is_a_400(content_type: str) -> None:
+    payload = json.dumps({"messages": MESSAGES}).encode()
+    status, _, body = call("POST", CHAT, data=payload, headers={"Content-Type": content_type})
+    assert status == 400
+    assert "Content-Type must be application/json" in assert_error_object(
+        body, error_type="invalid_request_error"
+    )
+
+
+@pytest.mark.parametrize("content_type", [None, "application/json; charset=utf-8", "application/vnd.x+json"])
+def test_json_or_an_absent_content_type_is_read_as_json(content_type: str | None) -> None:
+    # A bare object as engine: a body read as JSON gets as far as the (missing) messages field.
+    headers = {} if content_type is None else {"Content-Type": content_type}
+    status, _, body = call("POST", CHAT, data=b"{}", headers=headers, skip_auto_headers=["Content-Type"])
+    assert status == 400
+    assert_error_object(body, error_type="invalid_request_error", param="messages")
+
+
+def test_a_lone_surrogate_escape_is_a_400_naming_the_field() -> None:
+    payload = b'{"messages": [{"role": "user", "content": "a\\ud800b"}]}'
+    status, _, body = call("POST", CHAT, data=payload, headers=JSON)
+    assert status == 400
+    message = assert_error_object(body, error_type="invalid_request_error", param="messages.0.content")
+    assert "unpaired UTF-16 surrogate" in message
+
+
+def test_an_escaped_surrogate_pair_is_an_ordinary_character() -> None:
+    # The emoji passes the surrogate check; the request then fails only for its missing messages.
+    status, _, body = call("POST", CHAT, data=b'{"model": "\\ud83d\\ude00"}', headers=JSON)
+    assert status == 400
+    assert_error_object(body, error_type="invalid_request_error", param="messages")
+
+
+def test_a_body_that_does_not_decode_with_its_content_encoding_is_a_400() -> None:
+    headers = {**JSON, "Content-Encoding": "gzip"}
+    status, _, body = call("POST", CHAT, data=b"this is not gzip", headers=headers)
+    assert status == 400
+    assert "could not be read" in assert_error_object(body, error_type="invalid_request_error")
+
+
 def test_invalid_utf8_is_a_400() -> None:
-    status, _, body = call("POST", CHAT, data=b'{"model": "\xff"}')
+    status, _, body = call("POST", CHAT, data=b'{"model": "\xff"}', headers=JSON)
     assert status == 400
     assert_error_object(body, error_type="invalid_request_error")
 
@@ -62,7 +120,7 @@ def test_invalid_utf8_is_a_400() -> None:
     ("payload", "kind"), [([], "an array"), ("hi", "a string"), (3, "a number"), (None, "null")]
 )
 def test_a_body_that_is_not_an_object_is_a_400(payload: Any, kind: str) -> None:
-    status, _, body = call("POST", CHAT, data=json.dumps(payload).encode())
+    status, _, body = call("POST", CHAT, data=json.dumps(payload).encode(), headers=JSON)
     assert status == 400
     assert kind in assert_error_object(body, error_type="invalid_request_error")
 

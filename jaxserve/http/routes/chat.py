@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import secrets
 import time
 import uuid
@@ -50,6 +51,17 @@ CLIENT_CLOSED_STATUS = 499
 def base_request_id(request: web.Request, body_request_id: str | None) -> str:
     """vLLM's precedence: the X-Request-Id header, then the body's request_id, then a random id."""
     return request.headers.get(REQUEST_ID_HEADER) or body_request_id or uuid.uuid4().hex
+
+
+_HEADER_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""Control characters (tab aside): aiohttp refuses to write them in a header, after the handler returned."""
+
+
+def request_id_header(base_id: str) -> dict[str, str]:
+    """The X-Request-Id response header, unless the id (from the body's `request_id`) holds a character
+    no header may carry: writing it would drop the connection instead of answering. The id is still the
+    response's `id`."""
+    return {} if _HEADER_FORBIDDEN.search(base_id) else {REQUEST_ID_HEADER: base_id}
 
 
 def client_connected(request: web.Request) -> bool:
@@ -102,7 +114,7 @@ async def create_chat_completion(request: web.Request) -> web.StreamResponse:
     # Client-chosen ids need not be unique; the engine's must be, so add a random suffix.
     engine_request_id = f"{response_id}-{secrets.token_hex(4)}"
     render = TokenRenderer(engine.tokenizer, as_token_ids=bool(chat.return_tokens_as_token_ids))
-    headers = {REQUEST_ID_HEADER: base_id}
+    headers = request_id_header(base_id)
     metrics = request.app[METRICS]
     prompt_ids = inputs.prompt_token_ids
 

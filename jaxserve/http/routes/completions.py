@@ -27,9 +27,9 @@ from jaxserve.http.protocol.completion import CompletionRequest
 from jaxserve.http.request_body import parse_body, read_json_object
 from jaxserve.http.routes.chat import (
     CLIENT_CLOSED_STATUS,
-    REQUEST_ID_HEADER,
     base_request_id,
     client_connected,
+    request_id_header,
     scheduling_policy,
 )
 from jaxserve.http.state import SERVER_STATE
@@ -130,4 +130,4 @@ async def create_completion(request: web.Request) -> web.StreamResponse:
         created=created,
         render=TokenRenderer(engine.tokenizer, as_token_ids=bool(completion.return_tokens_as_token_ids)),
     )
-    return web.json_response(response.model_dump(mode="json"), headers={REQUEST_ID_HEADER: base_id})
+    return web.json_response(response.model_dump(mode="json"), headers=request_id_header(base_id))

@@ -1,0 +1,92 @@
+"""Fixtures shared across test packages: the warmed tiny random-weight runner (engine and HTTP tests) and
+the `--long` switch that scales the property-based fuzz runs up outside CI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
+
+from jaxserve.engine.async_engine import AsyncEngine
+from jaxserve.engine.buckets import BucketConfig
+from jaxserve.engine.runner import ModelRunner
+from jaxserve.modeling.loader import load_model
+from jaxserve.modeling.tokenizer import Tokenizer
+from tests.engine.conftest import MAX_MODEL_LEN, MAX_NUM_SEQS, NUM_PAGES, PAGE_SIZE, EngineFactory
+from tests.modeling.tiny_checkpoints import write_sentencepiece_tokenizer, write_tiny_checkpoint
+
+LONG_RUN_FACTOR = 20
+"""How many times more examples each fuzz test generates under `--long` (minutes instead of seconds)."""
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help=f"run the fuzz tests with {LONG_RUN_FACTOR}x the examples and a random seed (not for CI)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hypothesis_out_of_the_repository(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Hypothesis caches what it learns (constants of the code under test) in `.hypothesis/` of the
+    working directory; the fuzz tests use no example database, and nothing is written into the checkout."""
+    set_hypothesis_home_dir(str(tmp_path_factory.mktemp("hypothesis")))
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    """Whether `--long` was given."""
+    return bool(request.config.getoption("--long"))
+
+
+@pytest.fixture(scope="session")
+def fuzz_examples(long_run: bool) -> Callable[[int], int]:
+    """Scale a fuzz test's CI example count: unchanged in CI, LONG_RUN_FACTOR times under `--long`."""
+    return lambda ci_examples: ci_examples * (LONG_RUN_FACTOR if long_run else 1)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory: Path = tmp_path_factory.mktemp("tiny")
+    write_tiny_checkpoint("smollm2", directory)
+    write_sentencepiece_tokenizer(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_runner(tiny_model_dir: Path) -> ModelRunner:
+    """Compiled once for the session: engines over it differ only in host-side scheduling."""
+    buckets = BucketConfig(
+        max_num_seqs=MAX_NUM_SEQS,
+        max_model_len=MAX_MODEL_LEN,
+        page_size=PAGE_SIZE,
+        prefill_chunk_sizes=(8, 32),
+        max_num_batched_tokens=32,
+        min_kv_len=64,
+    )
+    runner = ModelRunner(load_model(tiny_model_dir, "float32"), buckets, NUM_PAGES)
+    runner.warm_up()
+    return runner
+
+
+@pytest.fixture
+def make_engine(tiny_runner: ModelRunner, tiny_model_dir: Path) -> Iterator[EngineFactory]:
+    """Start engines over the shared runner (AsyncEngine keyword options); each is shut down after the test.
+
+    Tests run one at a time, so only one engine thread drives the runner at any moment."""
+    tokenizer = Tokenizer.from_path(tiny_model_dir)
+    started: list[AsyncEngine] = []
+
+    def make(**options: object) -> AsyncEngine:
+        engine = AsyncEngine(tiny_runner, tokenizer, **options)  # type: ignore[arg-type]
+        engine.start()
+        started.append(engine)
+        return engine
+
+    yield make
+    for engine in started:
+        engine.shutdown()
