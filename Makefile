@@ -31,7 +31,7 @@ test: lint
 	$(BIN)/python -m pytest -q $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/decode_speed.py $(ARGS)
+	$(BIN)/jaxserve bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
