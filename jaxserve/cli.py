@@ -1,4 +1,5 @@
-"""`jaxserve` command line: `serve` runs the OpenAI-compatible server, `bench` load-tests one."""
+"""`jaxserve` command line: `serve` runs the OpenAI-compatible server, `bench` load-tests one,
+`inspect` describes a model."""
 
 from __future__ import annotations
 
@@ -182,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             "concurrency level with fixed prompt and output lengths.",
         )
     )
+    _add_inspect_args(
+        sub.add_parser("inspect", help="print a model's config, size, memory need and template")
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=getattr(args, "log_level", "info").upper(),
@@ -192,13 +196,43 @@ def main(argv: list[str] | None = None) -> int:
         from jaxserve.bench.command import bench
 
         return bench(args)
-    if args.command == "serve":
-        try:
+    try:
+        if args.command == "serve":
             return serve(args)
-        except ModelLoadError as exc:
-            log.error("%s", exc)
-            return 2
+        if args.command == "inspect":
+            return inspect(args)
+    except ModelLoadError as exc:
+        log.error("%s", exc)
+        return 2
     return 1
+
+
+def _add_inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "model", nargs="?", help="GGUF file or Hugging Face checkpoint directory (default: embedded SmolLM2)"
+    )
+    p.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, else bf16"
+    )
+    p.add_argument("--max-model-len", type=int, help="context to size the KV cache for (default: as serve)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
+
+def inspect(args: argparse.Namespace) -> int:
+    """Print what `serve` would load, without loading the weights."""
+    import json
+
+    from jaxserve.modeling.default_model import default_model_path
+    from jaxserve.modeling.summary import format_summary, summarize
+
+    path = Path(args.model).expanduser() if args.model else default_model_path()
+    summary = summarize(path, args.dtype, args.max_model_len)
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        print(format_summary(summary))
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:

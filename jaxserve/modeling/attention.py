@@ -26,17 +26,24 @@ def paged_attention(
     block_tables: jax.Array,
     positions: jax.Array,
     sliding_window: int | None,
+    *,
+    scale: float | None = None,
+    logit_softcap: float | None = None,
 ) -> jax.Array:
     """Causal attention of queries q [B, T, K, G, H] at `positions` [B, T] over each row's cached keys.
 
     Row b's keys are the pages `block_tables[b]` ([B, P]); key position s is visible to a query at
-    position p when s <= p (and s > p - sliding_window with a window). The new tokens' keys must already
-    be in the cache. Returns [B, T, K, G, H].
+    position p when s <= p (and s > p - sliding_window with a window: the window counts the query's own
+    position, so it sees `sliding_window` keys at most). Scores are q.k * scale (default 1/sqrt(H)), then
+    soft-capped to (-cap, cap) by cap * tanh(score / cap) when `logit_softcap` is set (Gemma 2).
+    The new tokens' keys must already be in the cache. Returns [B, T, K, G, H].
     """
     keys, values = gather_pages(layer_cache, block_tables)  # [B, S, K, H]
     head_dim = q.shape[-1]
     scores = jnp.einsum("btkgh,bskh->bkgts", q, keys, preferred_element_type=jnp.float32)
-    scores = scores * (head_dim**-0.5)
+    scores = scores * (head_dim**-0.5 if scale is None else scale)
+    if logit_softcap is not None:
+        scores = jnp.tanh(scores / logit_softcap) * logit_softcap
     key_pos = jnp.arange(keys.shape[1], dtype=jnp.int32)
     visible = key_pos[None, None, :] <= positions[:, :, None]  # [B, T, S]
     if sliding_window is not None:

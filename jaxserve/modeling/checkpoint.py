@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxserve.errors import ModelLoadError
 from jaxserve.modeling.config import ModelConfig
+from jaxserve.modeling.gguf_file import GGUFFile
 
 
 class SafetensorsCheckpoint:
@@ -57,42 +58,28 @@ class GGUFCheckpoint:
     format = "gguf"
 
     def __init__(self, path: Path) -> None:
-        import gguf
-
         self.path = path
-        try:
-            self._reader = gguf.GGUFReader(str(path))
-        except Exception as exc:  # the gguf package raises bare ValueErrors for foreign files
-            raise ModelLoadError(f"{path} is not a readable GGUF file: {exc}") from exc
-        self._tensors = {t.name: t for t in self._reader.tensors}
-        self.metadata = gguf_metadata(self._reader)
+        self._file = GGUFFile(path)
+        self.metadata = self._file.metadata
         divisors = None
-        if "rope_freqs.weight" in self._tensors:
+        if "rope_freqs.weight" in self._file.tensors:
             divisors = tuple(float(x) for x in self.tensor("rope_freqs.weight").reshape(-1))
-        self.config = ModelConfig.from_gguf(self.metadata, set(self._tensors), divisors)
+        self.config = ModelConfig.from_gguf(self.metadata, set(self._file.tensors), divisors)
 
     def names(self) -> set[str]:
-        return set(self._tensors)
+        return set(self._file.tensors)
+
+    def quant_type(self, name: str) -> str:
+        """The stored type of one tensor, e.g. "Q4_K", "Q6_K", "F32"."""
+        if name not in self._file.tensors:
+            raise ModelLoadError(f"GGUF file has no tensor '{name}'")
+        return self._file.type_name(name)
 
     def tensor(self, name: str) -> np.ndarray:
-        """Dequantised to float32 in torch layout ([out, in] for projections)."""
-        import gguf
-
-        if name not in self._tensors:
+        """Dequantised to float32 (by `gguf.quants`, whatever the quant type) in torch layout ([out, in])."""
+        if name not in self._file.tensors:
             raise ModelLoadError(f"GGUF file has no tensor '{name}'")
-        t = self._tensors[name]
-        data = gguf.quants.dequantize(t.data, t.tensor_type)
-        return np.asarray(data, dtype=np.float32)
-
-
-def gguf_metadata(reader: Any) -> dict[str, Any]:
-    """All GGUF key/values decoded to Python values (strings, numbers, lists)."""
-    out: dict[str, Any] = {}
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF."):
-            continue
-        out[key] = field.contents()
-    return out
+        return self._file.dequantize(name)
 
 
 def open_checkpoint(path: Path) -> SafetensorsCheckpoint | GGUFCheckpoint:

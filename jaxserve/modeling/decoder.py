@@ -1,4 +1,8 @@
-"""The Llama-family decoder as Flax NNX modules: Llama 2/3, SmolLM2, Mistral, Qwen2, Qwen3.
+"""The decoder as Flax NNX modules: Llama 2/3, SmolLM2, Mistral, Qwen2, Qwen3 and Gemma 3 (text).
+
+Gemma 3 differs only through config fields: (1 + w) RMSNorm, embeddings scaled by sqrt(D), norms on the
+attention and MLP outputs as well as their inputs ("sandwich" norms), GELU-tanh MLP, q/k norms, scores
+scaled by query_pre_attn_scalar, and interleaved local (sliding-window, own rotary base) and global layers.
 
 Dimension letters used in shapes and einsum specs:
   B batch rows, T tokens per row in this step, S cached key positions read, D model width,
@@ -37,22 +41,49 @@ def _param(
 
 
 class RMSNorm(nnx.Module):
-    """Root-mean-square layer norm, computed in float32 as the reference implementations do."""
+    """Root-mean-square layer norm, normalised in float32 as the reference implementations do.
 
-    def __init__(self, width: int, eps: float, axis_name: str, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
-        self.weight = _param(rngs, (width,), (axis_name,), dtype, "ones")
+    With `weight_offset` 0 (Llama) the scale is `w` applied in the input dtype; with an offset (Gemma) it is
+    `offset + w` applied in float32 before casting back, exactly as each family's reference computes it
+    (the two differ in bfloat16). Weights then start at zero, so a fresh norm is the identity either way.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        eps: float,
+        axis_name: str,
+        *,
+        dtype: jnp.dtype,
+        rngs: nnx.Rngs | None,
+        weight_offset: float = 0.0,
+    ):
+        self.weight = _param(rngs, (width,), (axis_name,), dtype, "zeros" if weight_offset else "ones")
         self.eps = eps
+        self.weight_offset = weight_offset
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        if self.weight_offset:
+            return (normed * (self.weight_offset + self.weight[...].astype(jnp.float32))).astype(x.dtype)
         return (normed.astype(x.dtype) * self.weight[...]).astype(x.dtype)
 
 
-class Attention(nnx.Module):
-    """Grouped-query self-attention over the new tokens plus the cached prefix."""
+def _norm(cfg: ModelConfig, width: int, axis_name: str, dtype: jnp.dtype, rngs: nnx.Rngs | None) -> RMSNorm:
+    """An RMSNorm with the model's epsilon and weight convention."""
+    return RMSNorm(
+        width, cfg.rms_norm_eps, axis_name, dtype=dtype, rngs=rngs, weight_offset=cfg.norm_weight_offset
+    )
 
-    def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
+
+class Attention(nnx.Module):
+    """Grouped-query self-attention over the new tokens plus the cached prefix (within a window if the
+    layer has one)."""
+
+    def __init__(
+        self, cfg: ModelConfig, sliding_window: int | None, *, dtype: jnp.dtype, rngs: nnx.Rngs | None
+    ):
         d = cfg.hidden_size
         self.q_proj = _param(rngs, (d, cfg.q_size), ("embed", "q_heads"), dtype, "normal")
         self.k_proj = _param(rngs, (d, cfg.kv_size), ("embed", "kv_heads"), dtype, "normal")
@@ -63,9 +94,10 @@ class Attention(nnx.Module):
             self.k_bias = _param(rngs, (cfg.kv_size,), ("kv_heads",), dtype, "zeros")
             self.v_bias = _param(rngs, (cfg.kv_size,), ("kv_heads",), dtype, "zeros")
         if cfg.qk_norm:
-            self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, "head_dim", dtype=dtype, rngs=rngs)
-            self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, "head_dim", dtype=dtype, rngs=rngs)
+            self.q_norm = _norm(cfg, cfg.head_dim, "head_dim", dtype, rngs)
+            self.k_norm = _norm(cfg, cfg.head_dim, "head_dim", dtype, rngs)
         self.cfg = cfg
+        self.sliding_window = sliding_window
 
     def __call__(
         self,
@@ -97,32 +129,58 @@ class Attention(nnx.Module):
         layer_cache = write_pages(layer_cache, k, v, block_tables, positions)
         groups = cfg.num_heads // cfg.num_kv_heads
         q = q.reshape(b, t, cfg.num_kv_heads, groups, cfg.head_dim)
-        out = paged_attention(q, layer_cache, block_tables, positions, cfg.sliding_window)
+        out = paged_attention(
+            q,
+            layer_cache,
+            block_tables,
+            positions,
+            self.sliding_window,
+            scale=cfg.attention_scale,
+            logit_softcap=cfg.attn_logit_softcap,
+        )
         out = out.reshape(b, t, cfg.q_size)
         return out @ self.o_proj[...], layer_cache
 
 
+def _gelu_tanh(x: jax.Array) -> jax.Array:
+    return jax.nn.gelu(x, approximate=True)  # transformers' gelu_pytorch_tanh
+
+
+_ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": _gelu_tanh}
+
+
 class MLP(nnx.Module):
-    """SwiGLU feed-forward block: down(silu(gate(x)) * up(x))."""
+    """Gated feed-forward block: down(act(gate(x)) * up(x)); SwiGLU with silu, GeGLU with gelu_tanh."""
 
     def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
         d, f = cfg.hidden_size, cfg.intermediate_size
         self.gate_proj = _param(rngs, (d, f), ("embed", "mlp"), dtype, "normal")
         self.up_proj = _param(rngs, (d, f), ("embed", "mlp"), dtype, "normal")
         self.down_proj = _param(rngs, (f, d), ("mlp", "embed"), dtype, "normal")
+        self.activation = cfg.mlp_activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return (jax.nn.silu(x @ self.gate_proj[...]) * (x @ self.up_proj[...])) @ self.down_proj[...]
+        act = _ACTIVATIONS[self.activation]
+        return (act(x @ self.gate_proj[...]) * (x @ self.up_proj[...])) @ self.down_proj[...]
 
 
 class DecoderLayer(nnx.Module):
-    """Pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(x))."""
+    """Pre-norm transformer block: x + attn(norm(x)), then + mlp(norm(x)).
 
-    def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
-        self.input_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", dtype=dtype, rngs=rngs)
-        self.attn = Attention(cfg, dtype=dtype, rngs=rngs)
-        self.post_attention_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", dtype=dtype, rngs=rngs)
+    With `post_norms` (Gemma) each sub-block's output is normed too before the residual add:
+    x + norm(attn(norm(x))), then + norm(mlp(norm(x))).
+    """
+
+    def __init__(self, cfg: ModelConfig, layer: int, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
+        d = cfg.hidden_size
+        self.input_norm = _norm(cfg, d, "embed", dtype, rngs)
+        self.attn = Attention(cfg, cfg.layer_window(layer), dtype=dtype, rngs=rngs)
+        self.pre_mlp_norm = _norm(cfg, d, "embed", dtype, rngs)
         self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
+        self.post_norms = cfg.post_norms
+        if cfg.post_norms:
+            self.post_attn_norm = _norm(cfg, d, "embed", dtype, rngs)
+            self.post_mlp_norm = _norm(cfg, d, "embed", dtype, rngs)
 
     def __call__(
         self,
@@ -133,8 +191,12 @@ class DecoderLayer(nnx.Module):
         inv_freq: jax.Array,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         attn_out, layer_cache = self.attn(self.input_norm(x), positions, layer_cache, block_tables, inv_freq)
-        x = x + attn_out
-        x = x + self.mlp(self.post_attention_norm(x))
+        if self.post_norms:
+            x = x + self.post_attn_norm(attn_out)
+            x = x + self.post_mlp_norm(self.mlp(self.pre_mlp_norm(x)))
+        else:
+            x = x + attn_out
+            x = x + self.mlp(self.pre_mlp_norm(x))
         return x, layer_cache
 
 
@@ -146,8 +208,8 @@ class Decoder(nnx.Module):
         self.embedding = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), dtype, "normal")
         # A Python list of layers (unrolled at trace time) rather than a scan over stacked weights:
         # measured ~20% faster per decode step on XLA:CPU, and each layer's cache stays its own buffer.
-        self.layers = nnx.List([DecoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_layers)])
-        self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, "embed", dtype=dtype, rngs=rngs)
+        self.layers = nnx.List([DecoderLayer(cfg, i, dtype=dtype, rngs=rngs) for i in range(cfg.num_layers)])
+        self.final_norm = _norm(cfg, cfg.hidden_size, "embed", dtype, rngs)
         if not cfg.tie_word_embeddings:
             self.lm_head = _param(
                 rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), dtype, "normal"
@@ -165,11 +227,16 @@ class Decoder(nnx.Module):
         Row b reads and writes the cache pages block_tables[b], which must cover every position of the
         row; tokens at positions past the table's span (padding) are computed but never stored.
         """
-        x = jnp.take(self.embedding[...], tokens, axis=0)
-        # A trace-time constant: derived from the config, so it is not a weight to load or shard.
-        inv_freq = jnp.asarray(inverse_frequencies(self.cfg.rope, self.cfg.head_dim))
+        cfg = self.cfg
+        embedding = self.embedding[...]
+        x = jnp.take(embedding, tokens, axis=0)
+        if cfg.embedding_scale != 1.0:
+            # Gemma: scaled by sqrt(D) rounded to the model dtype first, as its reference does.
+            x = x * jnp.asarray(cfg.embedding_scale, embedding.dtype)
         new_layers = []
-        for layer, layer_cache in zip(self.layers, cache.layers, strict=True):
+        for index, (layer, layer_cache) in enumerate(zip(self.layers, cache.layers, strict=True)):
+            # Trace-time constants: derived from the config, so not weights to load or shard.
+            inv_freq = jnp.asarray(inverse_frequencies(cfg.layer_rope(index), cfg.head_dim))
             x, layer_cache = layer(x, positions, layer_cache, block_tables, inv_freq)
             new_layers.append(layer_cache)
         return self.final_norm(x), PagedKVCache(layers=tuple(new_layers))
@@ -180,4 +247,8 @@ class Decoder(nnx.Module):
             out = jnp.einsum("...d,vd->...v", hidden, self.embedding[...], preferred_element_type=jnp.float32)
         else:
             out = jnp.einsum("...d,dv->...v", hidden, self.lm_head[...], preferred_element_type=jnp.float32)
-        return out.astype(jnp.float32)
+        out = out.astype(jnp.float32)
+        if self.cfg.final_logit_softcap is not None:
+            cap = self.cfg.final_logit_softcap
+            out = jnp.tanh(out / cap) * cap  # squashed into (-cap, cap); the order of the logits is unchanged
+        return out

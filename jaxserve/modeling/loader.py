@@ -28,6 +28,23 @@ def default_dtype() -> str:
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
+CPU_DEFAULT_MAX_MODEL_LEN = 2048
+"""On CPU the whole-window KV cache and the per-bucket compile time both grow with the context, and
+CPU serving is for small models and short chats; --max-model-len raises it."""
+
+
+def resolve_max_model_len(cfg: ModelConfig, requested: int | None) -> int:
+    """The context to serve: `requested` (at most the model's), else the model's, capped on CPU."""
+    context = cfg.max_position_embeddings
+    if requested is not None:
+        if requested > context:
+            raise ModelLoadError(f"--max-model-len {requested} exceeds the model's context {context}")
+        return requested
+    if jax.default_backend() == "cpu":
+        return min(context, CPU_DEFAULT_MAX_MODEL_LEN)
+    return context
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     config: ModelConfig
@@ -67,6 +84,8 @@ def load_model(
         transform = row.hf_transform if checkpoint.format == "hf" else row.gguf_transform
         if layer is not None:
             name = name.replace("{i}", str(layer))
+        if checkpoint.format == "hf" and name not in available and row.hf_alias is not None:
+            name = row.hf_alias.replace("{i}", str(layer))
         if name not in available:
             raise ModelLoadError(f"checkpoint {path} lacks tensor '{name}' (needed for {param_path})")
         array = apply_transform(checkpoint.tensor(name), transform, cfg)

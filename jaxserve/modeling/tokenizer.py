@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxserve.errors import InvalidRequest, ModelLoadError
+from jaxserve.modeling.chat_defaults import GGUF_CHAT_DEFAULTS
 from jaxserve.modeling.template_failures import failure_of, invalid_request
 from jaxserve.modeling.template_sandbox import TemplateSandbox
 
@@ -121,26 +122,16 @@ class Tokenizer:
 
     @classmethod
     def _from_gguf(cls, path: Path) -> Tokenizer:
-        """Read the tokenizer metadata of a GGUF file with `gguf.GGUFReader`."""
-        from gguf import GGUFReader
+        """Read the tokenizer metadata of a GGUF file."""
+        from jaxserve.modeling.gguf_file import GGUFFile
 
-        try:
-            reader = GGUFReader(path)
-        except Exception as exc:  # a truncated or foreign file fails in many ways inside the reader
-            raise ModelLoadError(f"cannot read GGUF file {path}: {exc}") from exc
-        metadata = {
-            key: field.contents()
-            for key, field in reader.fields.items()
-            if key.startswith("tokenizer.") or key == "general.architecture"
-        }
-        return cls.from_gguf_metadata(metadata, source=str(path))
+        return cls.from_gguf_metadata(GGUFFile(path).metadata, source=str(path))
 
     @classmethod
     def from_gguf_metadata(cls, metadata: Mapping[str, Any], *, source: str = "GGUF file") -> Tokenizer:
         """Build from GGUF key/values already decoded to Python values, the way transformers does.
 
-        Lets the model loader, which reads the whole file's metadata anyway, share it (reading a GGUF's
-        token list with `GGUFReader` takes seconds). transformers' own GGUF entry points
+        Lets the model loader, which reads the whole file's metadata anyway, share it. transformers' own GGUF entry points
         (`AutoTokenizer.from_pretrained(gguf_file=...)`) read the file with a reader that imports torch, so
         the metadata is mapped here and handed to transformers' torch-free `convert_gguf_tokenizer`.
         """
@@ -180,10 +171,17 @@ class Tokenizer:
         for name, key in (("bos", "bos"), ("eos", "eos"), ("unk", "unknown"), ("pad", "padding")):
             if (index := token_id(f"{key}_token_id")) is not None:
                 config[f"{name}_token"] = tokens[index]
+        # A file without a template (a base-model conversion) gets its architecture's published one.
+        defaults = GGUF_CHAT_DEFAULTS.get(architecture)
+        if defaults is not None and not config.get("chat_template"):
+            config["chat_template"] = defaults.chat_template
         hf = PreTrainedTokenizerFast(tokenizer_object=backend, **config)
 
-        # llama.cpp's end-of-turn / end-of-message ids also end generation, beside EOS.
-        ends = (token_id(key) for key in ("eos_token_id", "eot_token_id", "eom_token_id"))
+        # llama.cpp's end-of-turn / end-of-message ids also end generation, beside EOS, as does the
+        # architecture's turn-end token (Gemma's <end_of_turn>, which its files do not mark as EOT).
+        ends = [token_id(key) for key in ("eos_token_id", "eot_token_id", "eom_token_id")]
+        if defaults is not None:
+            ends.append(hf.get_vocab().get(defaults.end_of_turn))
         return cls(hf, eos_token_ids=[i for i in ends if i is not None])
 
     @classmethod

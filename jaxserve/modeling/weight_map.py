@@ -1,8 +1,13 @@
 """Where each decoder parameter comes from in a Hugging Face or GGUF checkpoint, and how it is reshaped.
 
-One row per parameter; `{i}` stands for the layer index. Transforms:
+One row per parameter; `{i}` stands for the layer index. A row's `hf_alias` is read when its `hf_name` is
+absent: Gemma names the pre-MLP norm `pre_feedforward_layernorm` and uses `post_attention_layernorm` for
+the norm on the attention output, while Llama's `post_attention_layernorm` is its pre-MLP norm.
+Transforms:
   "copy"       used as stored
   "transpose"  torch Linear layout [out, in] -> our [in, out] kernels
+  "norm"       llama.cpp stores Gemma's RMSNorm weights with the +1 folded in (it scales by w, not 1 + w);
+               subtract the config's `norm_weight_offset` again (a no-op for offset 0)
   "unrope_q" / "unrope_k"  llama.cpp's converter interleaves the two rotary halves of each head of the
                Llama-architecture Q and K projections (its RoPE pairs adjacent dimensions); undo that so
                the rotate-half RoPE serves both sources, then transpose.
@@ -24,12 +29,16 @@ class WeightSource:
     gguf_name: str
     hf_transform: str = "copy"
     gguf_transform: str = "copy"
+    hf_alias: str | None = None
 
 
 WEIGHT_MAP: tuple[WeightSource, ...] = (
     WeightSource("embedding", "model.embed_tokens.weight", "token_embd.weight"),
     WeightSource(
-        "layers.{i}.input_norm.weight", "model.layers.{i}.input_layernorm.weight", "blk.{i}.attn_norm.weight"
+        "layers.{i}.input_norm.weight",
+        "model.layers.{i}.input_layernorm.weight",
+        "blk.{i}.attn_norm.weight",
+        gguf_transform="norm",
     ),
     WeightSource(
         "layers.{i}.attn.q_proj",
@@ -66,16 +75,32 @@ WEIGHT_MAP: tuple[WeightSource, ...] = (
         "layers.{i}.attn.q_norm.weight",
         "model.layers.{i}.self_attn.q_norm.weight",
         "blk.{i}.attn_q_norm.weight",
+        gguf_transform="norm",
     ),
     WeightSource(
         "layers.{i}.attn.k_norm.weight",
         "model.layers.{i}.self_attn.k_norm.weight",
         "blk.{i}.attn_k_norm.weight",
+        gguf_transform="norm",
     ),
     WeightSource(
-        "layers.{i}.post_attention_norm.weight",
+        "layers.{i}.post_attn_norm.weight",
         "model.layers.{i}.post_attention_layernorm.weight",
+        "blk.{i}.post_attention_norm.weight",
+        gguf_transform="norm",
+    ),
+    WeightSource(
+        "layers.{i}.pre_mlp_norm.weight",
+        "model.layers.{i}.pre_feedforward_layernorm.weight",
         "blk.{i}.ffn_norm.weight",
+        gguf_transform="norm",
+        hf_alias="model.layers.{i}.post_attention_layernorm.weight",
+    ),
+    WeightSource(
+        "layers.{i}.post_mlp_norm.weight",
+        "model.layers.{i}.post_feedforward_layernorm.weight",
+        "blk.{i}.post_ffw_norm.weight",
+        gguf_transform="norm",
     ),
     WeightSource(
         "layers.{i}.mlp.gate_proj",
@@ -98,7 +123,7 @@ WEIGHT_MAP: tuple[WeightSource, ...] = (
         "transpose",
         "transpose",
     ),
-    WeightSource("final_norm.weight", "model.norm.weight", "output_norm.weight"),
+    WeightSource("final_norm.weight", "model.norm.weight", "output_norm.weight", gguf_transform="norm"),
     WeightSource("lm_head", "lm_head.weight", "output.weight", "transpose", "transpose"),
 )
 
@@ -128,6 +153,8 @@ def apply_transform(array: np.ndarray, transform: str, cfg: ModelConfig) -> np.n
         return array
     if transform == "transpose":
         return array.T
+    if transform == "norm":
+        return array - np.float32(cfg.norm_weight_offset) if cfg.norm_weight_offset else array
     if transform in ("unrope_q", "unrope_k"):
         if cfg.architecture not in ("llama", "mistral"):  # llama.cpp permutes only Llama-architecture Q/K
             return array.T

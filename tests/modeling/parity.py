@@ -102,6 +102,12 @@ def _padded_forward(
     return decoder.logits(jax.lax.dynamic_index_in_dim(hidden[0], last, keepdims=False))
 
 
+def top2_gap(case: dict[str, Any], step: int) -> float:
+    """How far the reference's chosen token led its runner-up at one greedy step (0 means a tie)."""
+    top = case["greedy_top_logits"][step]
+    return float(top[0] - top[1])
+
+
 def first_divergence(ours: list[int], golden: list[int]) -> int | None:
     """Index of the first differing token, or None when equal."""
     for i, (a, b) in enumerate(zip(ours, golden, strict=True)):

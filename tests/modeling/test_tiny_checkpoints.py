@@ -30,8 +30,12 @@ def test_goldens_were_made_from_these_weights(family: str) -> None:
 
 
 def test_families_cover_the_decoder_variants() -> None:
-    assert set(FAMILIES) == {"llama3", "smollm2", "mistral", "qwen2", "qwen3"}
-    assert {name for name, spec in FAMILY_SPECS.items() if spec.tied} == {"smollm2", "qwen2"}
+    assert set(FAMILIES) == {"llama3", "smollm2", "mistral", "qwen2", "qwen3", "gemma3"}
+    assert {name for name, spec in FAMILY_SPECS.items() if spec.tied} == {"smollm2", "qwen2", "gemma3"}
+    gemma = tiny_weights("gemma3")
+    assert "model.layers.1.pre_feedforward_layernorm.weight" in gemma
+    assert "model.layers.1.post_feedforward_layernorm.weight" in gemma
+    assert abs(float(gemma["model.norm.weight"].mean())) < 0.1  # Gemma scales by 1 + w: w is near 0
     assert "q_proj.bias" in " ".join(tiny_weights("qwen2"))
     assert tiny_weights("qwen3")["model.layers.0.self_attn.q_proj.weight"].shape == (128, 64)  # 4 heads x 32
 
@@ -50,3 +54,8 @@ def test_written_checkpoint_matches_its_config(family: str, tmp_path: Path) -> N
         assert config["rope_parameters"]["rope_type"] == "llama3"
     if family == "qwen3":
         assert config["head_dim"] == 32
+    if family == "gemma3":
+        assert (
+            config["layer_types"] == ["sliding_attention", "full_attention"] and config["sliding_window"] == 4
+        )
+        assert config["rope_parameters"]["sliding_attention"]["rope_theta"] == 100.0

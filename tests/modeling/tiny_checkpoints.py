@@ -95,6 +95,26 @@ FAMILY_SPECS: Mapping[str, TinyFamily] = MappingProxyType(
         "qwen3": TinyFamily(
             "qwen3", "Qwen3Config", seed=1005, options={"tie_word_embeddings": False, "head_dim": 32}
         ),
+        # Gemma 3 with everything that differs made to matter on a 12-token golden: a 4-token window on the
+        # local (first) layer, a local rotary base far from the global one, linear rope scaling on the global
+        # layer, query_pre_attn_scalar != head_dim, and a final logit soft-cap (None in released Gemma 3, but
+        # a config may set it) small enough to bend these logits.
+        "gemma3": TinyFamily(
+            "gemma3",
+            "Gemma3TextConfig",
+            seed=1006,
+            options={
+                "tie_word_embeddings": True,
+                "head_dim": 32,
+                "sliding_window": 4,
+                "layer_types": ["sliding_attention", "full_attention"],
+                "rope_local_base_freq": 100.0,
+                "rope_scaling": {"rope_type": "linear", "factor": 4.0},
+                "query_pre_attn_scalar": 24,
+                "final_logit_softcapping": 6.0,
+                "hidden_activation": "gelu_pytorch_tanh",
+            },
+        ),
     }
 )
 
@@ -119,8 +139,12 @@ def tiny_weights(family: str) -> dict[str, np.ndarray]:
     def linear(out_features: int, in_features: int) -> np.ndarray:  # torch layout: [out, in]
         return rng.normal(0.0, in_features**-0.5, (out_features, in_features)).astype(np.float32)
 
+    gemma = spec.config_class == "Gemma3TextConfig"
+    # Gemma's norms scale by (1 + w): its weights are drawn around 0 so the effective scale is ~1 as elsewhere.
+    norm_centre = 0.0 if gemma else 1.0
+
     def norm(size: int) -> np.ndarray:
-        return (1.0 + rng.normal(0.0, 0.1, size)).astype(np.float32)
+        return (norm_centre + rng.normal(0.0, 0.1, size)).astype(np.float32)
 
     def bias(size: int) -> np.ndarray:
         return rng.normal(0.0, 0.1, size).astype(np.float32)
@@ -138,10 +162,13 @@ def tiny_weights(family: str) -> dict[str, np.ndarray]:
             weights[f"{attn}.q_proj.bias"] = bias(heads * head_dim)
             weights[f"{attn}.k_proj.bias"] = bias(kv_heads * head_dim)
             weights[f"{attn}.v_proj.bias"] = bias(kv_heads * head_dim)
-        if spec.config_class == "Qwen3Config":  # per-head RMSNorm of q and k, over head_dim
+        if spec.config_class in ("Qwen3Config", "Gemma3TextConfig"):  # per-head RMSNorm of q and k
             weights[f"{attn}.q_norm.weight"] = norm(head_dim)
             weights[f"{attn}.k_norm.weight"] = norm(head_dim)
         weights[f"{prefix}.post_attention_layernorm.weight"] = norm(hidden)
+        if gemma:  # Gemma's sandwich norms: post_attention_layernorm above is on the attention output
+            weights[f"{prefix}.pre_feedforward_layernorm.weight"] = norm(hidden)
+            weights[f"{prefix}.post_feedforward_layernorm.weight"] = norm(hidden)
         weights[f"{prefix}.mlp.gate_proj.weight"] = linear(inter, hidden)
         weights[f"{prefix}.mlp.up_proj.weight"] = linear(inter, hidden)
         weights[f"{prefix}.mlp.down_proj.weight"] = linear(hidden, inter)
