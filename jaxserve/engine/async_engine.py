@@ -13,6 +13,7 @@ from jaxserve.engine.block_pool import BlockPool
 from jaxserve.engine.compilations import CompilationCounter
 from jaxserve.engine.core import EngineCore
 from jaxserve.engine.detokenizer import IncrementalDetokenizer
+from jaxserve.engine.kv_window import uniform_window
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.engine.scheduler import Scheduler
@@ -49,9 +50,12 @@ class AsyncEngine:
         num_pages: int | None = None,
         request_timeout: float | None = None,
         compilations: CompilationCounter | None = None,
+        free_pages_outside_window: bool = True,
     ) -> None:
         """`num_pages` (default: all the runner's cache) bounds the pages the scheduler hands out;
-        `request_timeout` (seconds from arrival, default none) aborts a request that has not finished."""
+        `request_timeout` (seconds from arrival, default none) aborts a request that has not finished.
+        With `free_pages_outside_window` (default) a model whose every layer attends through one sliding
+        window gives back the pages that have left it while the sequence runs."""
         if request_timeout is not None and request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, got {request_timeout}")
         self.request_timeout = request_timeout
@@ -63,8 +67,11 @@ class AsyncEngine:
         # Structured outputs: the HTTP layer compiles each request's grammar with it before queueing.
         self.grammars = GrammarCompiler(tokenizer, runner.vocab_size)
         pool = BlockPool(num_pages or runner.num_pages, enable_prefix_caching=enable_prefix_caching)
+        window = uniform_window(runner.model.config) if free_pages_outside_window else None
         self.core = EngineCore(
-            runner, Scheduler(runner.buckets, pool, scheduling_policy), tokenizer.eos_token_ids
+            runner,
+            Scheduler(runner.buckets, pool, scheduling_policy, sliding_window=window),
+            tokenizer.eos_token_ids,
         )
         self._arrivals = itertools.count()
         # Requests admitted past the queue check and not yet ended. Touched only on the event loop.

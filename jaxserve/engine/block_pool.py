@@ -15,6 +15,11 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+FREED_PAGE = -1
+"""A block-table entry whose page the sequence gave back (sliding-window attention: every position in it
+is outside the window of every query the sequence will still make). The runner reads it as page 0; the
+attention mask hides whatever that page holds from this sequence."""
+
 
 def chain_block_hashes(
     token_ids: Sequence[int], page_size: int, salt: str | None, known: list[bytes]
@@ -67,13 +72,20 @@ class BlockPool:
             pages.append(page)
         return pages
 
+    def cached_page(self, block_hash: bytes) -> int | None:
+        """The page holding this full block, if the prefix cache has it."""
+        return self._page_of.get(block_hash) if self.enable_prefix_caching else None
+
     def num_idle(self, pages: Iterable[int]) -> int:
-        """How many of `pages` are on the free list (taking them shrinks num_free)."""
-        return sum(1 for page in pages if self._refs[page] == 0)
+        """How many of `pages` are on the free list (taking them shrinks num_free); FREED_PAGE entries
+        are skipped here, in share() and in release()."""
+        return sum(1 for page in pages if page != FREED_PAGE and self._refs[page] == 0)
 
     def share(self, pages: Iterable[int]) -> None:
         """Take a reference on cached pages (a prefix-cache hit)."""
         for page in pages:
+            if page == FREED_PAGE:
+                continue
             if self._refs[page] == 0:
                 del self._free[page]
             self._refs[page] += 1
@@ -95,6 +107,8 @@ class BlockPool:
     def release(self, pages: Sequence[int]) -> None:
         """Drop one reference on each page; unreferenced pages become free (tail first)."""
         for page in reversed(pages):
+            if page == FREED_PAGE:
+                continue
             self._refs[page] -= 1
             if self._refs[page] == 0:
                 self._free[page] = None

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxserve.engine.block_pool import FREED_PAGE
 from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.step import PromptLogprobs, SlotSamplingState, StepInputs, init_slot, model_step
 from jaxserve.modeling.kv_cache import PagedKVCache
@@ -161,8 +162,10 @@ class ModelRunner:
             positions[i, :n] = np.arange(row.start_position, row.start_position + n)
             if row.next_ids is not None:
                 next_ids[i, : len(row.next_ids)] = row.next_ids
-            table = row.block_table[:pages]  # the bucket spans every position fed; later pages are unused
-            block_tables[i, : len(table)] = table
+            table = np.asarray(row.block_table[:pages], np.int32)  # the bucket spans every position fed
+            # A freed entry (sliding window) reads page 0, like padding: every position it stands for is
+            # outside the window of every query in this row, so the mask hides whatever page 0 holds.
+            block_tables[i, : len(table)] = np.where(table == FREED_PAGE, 0, table)
             slots[i] = row.slot
             last_index[i] = n - 1
             counted[i] = row.counted

@@ -9,6 +9,11 @@ with its first chunk, after taking any full prompt blocks the prefix cache alrea
 When the page pool runs dry, the worst running sequence (newest, or lowest priority) is preempted:
 its pages and slot are freed and it goes back to the waiting queue to be recomputed later, its output
 so far kept. Nothing fails for want of pages.
+
+With a sliding window shared by every layer (`sliding_window`), a running sequence gives back each page
+once every position in it has left the window of every query it will still make (jaxserve.engine.kv_window);
+its block-table entry becomes FREED_PAGE. Admission and reservation then count only the pages it holds,
+and a prefix-cache hit needs only the cached blocks inside the window before the first computed token.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from jaxserve.engine.block_pool import BlockPool, chain_block_hashes
+from jaxserve.engine.block_pool import FREED_PAGE, BlockPool, chain_block_hashes
 from jaxserve.engine.buckets import BucketConfig, cdiv
+from jaxserve.engine.kv_window import first_needed_block, max_pages_held, windowed_cache_hit
 from jaxserve.engine.sequence import Sequence, SequenceStatus
 
 POLICIES = ("fcfs", "priority")
@@ -51,14 +57,27 @@ class StepPlan:
 class Scheduler:
     """Owns the waiting queue, the running set, the sampler slots and the page pool."""
 
-    def __init__(self, buckets: BucketConfig, pool: BlockPool, policy: str = "fcfs") -> None:
+    def __init__(
+        self, buckets: BucketConfig, pool: BlockPool, policy: str = "fcfs", sliding_window: int | None = None
+    ) -> None:
+        """`sliding_window`: the window EVERY layer attends through (None: keep every page until the
+        sequence ends, as a full-attention or mixed-window model must)."""
         if policy not in POLICIES:
             raise ValueError(f"unknown scheduling policy {policy!r}; expected one of {POLICIES}")
-        if pool.num_pages < buckets.max_pages_per_seq:
+        if sliding_window is not None and sliding_window < 1:
+            raise ValueError(f"sliding_window must be positive, got {sliding_window}")
+        pages_per_seq = buckets.max_pages_per_seq
+        if sliding_window is not None:
+            largest_step = max(buckets.chunk_sizes[-1], 1)
+            pages_per_seq = min(
+                pages_per_seq, max_pages_held(sliding_window, buckets.page_size, largest_step)
+            )
+        if pool.num_pages < pages_per_seq:
             raise ValueError(
                 f"the KV cache has {pool.num_pages} pages but one {buckets.max_model_len}-token sequence "
-                f"needs {buckets.max_pages_per_seq}"
+                f"needs {pages_per_seq}"
             )
+        self.sliding_window = sliding_window
         self.buckets = buckets
         self.pool = pool
         self.policy = policy
@@ -154,7 +173,22 @@ class Scheduler:
             return []
         # At least one token is computed, for the logits to sample from: a whole-prompt hit drops its last
         # block (recomputing into a fresh page never rewrites a shared one).
-        return self.pool.cached_prefix(seq.block_hashes[: (target - 1) // self.page_size])
+        hashes = seq.block_hashes[: (target - 1) // self.page_size]
+        if self.sliding_window is None:
+            return self.pool.cached_prefix(hashes)
+        if not self.pool.enable_prefix_caching:
+            return []
+        # Windowed: skipping k blocks needs only the cached blocks the first computed token can see; the
+        # ones before them are FREED_PAGE entries (a long-running sequence freed them, or the pool evicted
+        # them first, being the least recently freed).
+        found = [self.pool.cached_page(block_hash) for block_hash in hashes]
+        num_blocks = windowed_cache_hit(found, self.sliding_window, self.page_size)
+        first = first_needed_block(num_blocks * self.page_size, self.sliding_window, self.page_size)
+        pages = [FREED_PAGE] * first
+        for page in found[first:num_blocks]:
+            assert page is not None  # windowed_cache_hit checked these blocks are cached
+            pages.append(page)
+        return pages
 
     def _admit(self, seq: Sequence, cached: list[int], budget: int, plan: StepPlan) -> PrefillChunk | None:
         """Give a waiting sequence a slot and the pages for its first chunk, or None if it cannot run yet."""
@@ -256,15 +290,35 @@ class Scheduler:
 
     def computed(self, seq: Sequence, num_tokens: int) -> None:
         """`num_tokens` more of the sequence's tokens are now in the cache: record its newly full blocks
-        in the prefix cache."""
+        in the prefix cache, then (sliding window) give back the pages no later query can read."""
         seq.num_computed += num_tokens
         num_full = seq.num_computed // self.page_size
-        if num_full <= seq.num_registered:
+        if num_full > seq.num_registered:
+            self._hash_full_blocks(seq, seq.num_computed)
+            for index in range(seq.num_registered, num_full):
+                block_hash = seq.block_hashes[index]
+                self.pool.register(seq.block_table[index], block_hash)
+                if self._pending.get(block_hash) == seq.request_id:
+                    del self._pending[block_hash]
+            seq.num_registered = num_full
+        self._free_outside_window(seq)
+
+    def _free_outside_window(self, seq: Sequence) -> None:
+        """Give back the pages below the window of the sequence's next query (at position num_computed).
+
+        Registered blocks keep their hash on the free list, so they stay prefix-cache hits until the pool
+        hands them out again. Earlier entries are already FREED_PAGE, so the walk stops at the first one.
+        """
+        if self.sliding_window is None:
             return
-        self._hash_full_blocks(seq, seq.num_computed)
-        for index in range(seq.num_registered, num_full):
-            block_hash = seq.block_hashes[index]
-            self.pool.register(seq.block_table[index], block_hash)
-            if self._pending.get(block_hash) == seq.request_id:
-                del self._pending[block_hash]
-        seq.num_registered = num_full
+        end = min(
+            first_needed_block(seq.num_computed, self.sliding_window, self.page_size), len(seq.block_table)
+        )
+        index = end
+        while index > 0 and seq.block_table[index - 1] != FREED_PAGE:
+            index -= 1
+        for i in range(index, end):
+            # One at a time, oldest first: the oldest block goes to the front of the eviction order, and a
+            # windowed prefix hit needs the newest ones.
+            self.pool.release([seq.block_table[i]])
+            seq.block_table[i] = FREED_PAGE
