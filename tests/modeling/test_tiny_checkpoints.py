@@ -30,7 +30,7 @@ def test_goldens_were_made_from_these_weights(family: str) -> None:
 
 
 def test_families_cover_the_decoder_variants() -> None:
-    assert set(FAMILIES) == {"llama3", "smollm2", "mistral", "qwen2", "qwen3", "gemma3"}
+    assert set(FAMILIES) == {"llama3", "smollm2", "mistral", "mistral_swa", "qwen2", "qwen3", "gemma3"}
     assert {name for name, spec in FAMILY_SPECS.items() if spec.tied} == {"smollm2", "qwen2", "gemma3"}
     gemma = tiny_weights("gemma3")
     assert "model.layers.1.pre_feedforward_layernorm.weight" in gemma

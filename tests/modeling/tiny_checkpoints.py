@@ -90,6 +90,13 @@ FAMILY_SPECS: Mapping[str, TinyFamily] = MappingProxyType(
             seed=1003,
             options={"tie_word_embeddings": False, "sliding_window": None},
         ),
+        # Mistral 7B v0.1's sliding window, made narrower than the 12-token golden so that it masks.
+        "mistral_swa": TinyFamily(
+            "mistral_swa",
+            "MistralConfig",
+            seed=1006,
+            options={"tie_word_embeddings": False, "sliding_window": 4},
+        ),
         "qwen2": TinyFamily("qwen2", "Qwen2Config", seed=1004, options={"tie_word_embeddings": True}),
         # head_dim 32 with 4 heads: q_proj is 64 -> 128, so hidden != heads * head_dim.
         "qwen3": TinyFamily(
