@@ -291,3 +291,33 @@ def test_no_tokenizer_raises_model_load_error(tmp_path: Path) -> None:
 def test_gguf_without_tokenizer_metadata_raises_model_load_error() -> None:
     with pytest.raises(ModelLoadError, match="has no tokenizer"):
         Tokenizer.from_gguf_metadata({"general.architecture": "llama"}, source="test.gguf")
+
+
+QWEN3_STYLE_TEMPLATE = (
+    "{%- for m in messages %}<|{{ m.role }}|>{{ m.content }}</s>{%- endfor %}"
+    "{%- if add_generation_prompt %}<|assistant|>"
+    "{%- if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{%- endif %}"
+    "{%- endif %}"
+)
+"""The Qwen3 convention, written for this test: `enable_thinking=false` in the template variables
+pre-fills an empty thinking block, so the model answers without reasoning."""
+
+
+@pytest.mark.parametrize("kwargs", [None, {"enable_thinking": True}, {"enable_thinking": False}])
+def test_enable_thinking_reaches_the_model_template_as_in_transformers(
+    tmp_path: Path, kwargs: dict | None
+) -> None:
+    from transformers import AutoTokenizer
+
+    directory = write_sentencepiece_tokenizer(tmp_path)
+    (directory / "chat_template.jinja").write_text(QWEN3_STYLE_TEMPLATE)  # the model's own template
+    ours = Tokenizer.from_path(directory)
+    theirs = AutoTokenizer.from_pretrained(directory)
+    messages = [{"role": "user", "content": "Is 17 prime?"}]
+
+    ids = ours.apply_chat_template(messages, template_kwargs=kwargs)
+    text = theirs.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **(kwargs or {}))
+    assert ids == theirs.encode(text, add_special_tokens=False)
+    assert ("<think>" in ours.decode(ids, skip_special_tokens=False)) == (
+        kwargs == {"enable_thinking": False}
+    )
