@@ -433,7 +433,10 @@ async def run(config: LoadConfig) -> list[tuple[LevelSummary, list[RequestResult
     """Warm up, run every level, print the results and optionally write the JSON file."""
     timeout = aiohttp.ClientTimeout(total=config.timeout_s)
     # limit=0: the semaphore, not the connection pool, bounds the requests in flight.
-    connector = aiohttp.TCPConnector(limit=0)
+    # force_close: a fresh connection per request. Reusing idle keep-alive connections races with servers
+    # that close them sooner than aiohttp expects (llama-server after 5 s), which fails requests that the
+    # server never saw; a local connect costs well under a millisecond.
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         model = await resolve_model(session, config)
         print(f"model {model} at {config.base_url}", flush=True)

@@ -1,4 +1,5 @@
-"""SIGTERM drains: no new connections, the running streamed request completes, the process exits 0."""
+"""SIGTERM drains: no new connections, the running streamed request completes, the process exits 0; a
+second signal ends the drain at once."""
 
 from __future__ import annotations
 
@@ -16,26 +17,39 @@ import pytest
 from tests.e2e.conftest import _wait_healthy, free_port
 
 
-def test_sigterm_lets_a_running_stream_finish(tmp_path: Path) -> None:
+def start_server(tmp_path: Path, shutdown_timeout: int) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`jaxserve serve` on a free port with the default model, healthy; returns the process, URL and log."""
     port = free_port()
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "jaxserve.cli", "serve", "--port", str(port), "--no-warmup",
-             "--max-num-seqs", "2", "--shutdown-timeout", "120"],
+             "--max-num-seqs", "2", "--shutdown-timeout", str(shutdown_timeout)],
             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, log_path)
-        body = {"messages": [{"role": "user", "content": "Tell me a story."}], "stream": True,
-                "max_tokens": 40, "ignore_eos": True, "temperature": 0}  # fmt: skip
-        request = urllib.request.Request(
-            f"{url}/v1/chat/completions",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=300) as stream:
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, url, log_path
+
+
+def streamed_chat(url: str, content: str, max_tokens: int) -> urllib.request.Request:
+    body = {"messages": [{"role": "user", "content": content}], "stream": True,
+            "max_tokens": max_tokens, "ignore_eos": True, "temperature": 0}  # fmt: skip
+    return urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+
+
+def test_sigterm_lets_a_running_stream_finish(tmp_path: Path) -> None:
+    proc, url, _ = start_server(tmp_path, shutdown_timeout=120)
+    try:
+        with urllib.request.urlopen(streamed_chat(url, "Tell me a story.", 40), timeout=300) as stream:
             first = stream.readline()
             assert first.startswith(b"data: ")
             proc.send_signal(signal.SIGTERM)
@@ -60,25 +74,9 @@ def test_sigterm_lets_a_running_stream_finish(tmp_path: Path) -> None:
 
 def test_a_second_sigint_exits_without_waiting_for_running_requests(tmp_path: Path) -> None:
     """A stream that would run for minutes does not hold the process after a second SIGINT."""
-    port = free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jaxserve.cli", "serve", "--port", str(port), "--no-warmup",
-             "--max-num-seqs", "2", "--shutdown-timeout", "600"],
-            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    proc, url, log_path = start_server(tmp_path, shutdown_timeout=600)
     try:
-        _wait_healthy(url, proc, log_path)
-        body = {"messages": [{"role": "user", "content": "Tell me a long story."}], "stream": True,
-                "max_tokens": 1500, "ignore_eos": True, "temperature": 0}  # fmt: skip
-        request = urllib.request.Request(
-            f"{url}/v1/chat/completions",
-            data=json.dumps(body).encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=300) as stream:
+        with urllib.request.urlopen(streamed_chat(url, "Tell me a long story.", 1500), timeout=300) as stream:
             assert stream.readline().startswith(b"data: ")
             proc.send_signal(signal.SIGINT)
             time.sleep(0.5)

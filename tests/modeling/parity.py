@@ -114,3 +114,24 @@ def first_divergence(ours: list[int], golden: list[int]) -> int | None:
         if a != b:
             return i
     return None
+
+
+def assert_top_logits_match(
+    model: LoadedModel, case: dict[str, Any], *, pad_to: int, top: int, atol: float
+) -> None:
+    """The model's next-token logits after a golden case's prompt: the same top ids, values within atol."""
+    logits = last_position_logits(model, case["prompt_ids"], pad_to)
+    top_ids = case["top_ids"][:top]
+    assert list(np.argsort(-logits)[:top]) == top_ids
+    np.testing.assert_allclose(logits[top_ids], case["top_logits"][:top], atol=atol, rtol=0)
+
+
+def assert_greedy_matches(runner: ModelRunner, case: dict[str, Any], *, atol: float) -> None:
+    """The serving path's greedy continuation equals the golden's, except after a near-tie in the reference
+    (top-2 logits closer than `atol`), where a correct implementation may pick the other token."""
+    golden = case["greedy_continuation"]
+    ours = greedy_continuation(runner, case["prompt_ids"], len(golden))
+    diverged = first_divergence(ours, golden)
+    if diverged is not None:
+        gap = top2_gap(case, diverged)
+        assert gap < atol, f"diverged at token {diverged} where transformers' top-2 gap is {gap}"
