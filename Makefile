@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(BIN)/mypy jaxserve
 
 test: lint
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/jaxserve bench $(ARGS)
