@@ -18,6 +18,14 @@ from jaxserve.modeling.template_sandbox import SandboxLimits
 log = logging.getLogger("jaxserve")
 
 
+def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
+    """--dtype, as `serve` and `inspect` both take it (the names of jaxserve.modeling.loader.DTYPES, spelled
+    out here so that `--help` does not import JAX)."""
+    p.add_argument(
+        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, else bf16"
+    )
+
+
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", help="GGUF file or Hugging Face checkpoint directory (default: embedded SmolLM2)"
@@ -27,9 +35,7 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-    p.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, else bf16"
-    )
+    _add_dtype_arg(p)
     p.add_argument(
         "--max-model-len",
         type=int,
@@ -211,9 +217,7 @@ def _add_inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "model", nargs="?", help="GGUF file or Hugging Face checkpoint directory (default: embedded SmolLM2)"
     )
-    p.add_argument(
-        "--dtype", choices=["float32", "bfloat16", "float16"], help="default: float32 on CPU, else bf16"
-    )
+    _add_dtype_arg(p)
     p.add_argument("--max-model-len", type=int, help="context to size the KV cache for (default: as serve)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])

@@ -9,12 +9,19 @@ from pathlib import Path
 import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from jaxserve.engine.async_engine import AsyncEngine
 from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.runner import ModelRunner
+from jaxserve.modeling.default_model import default_model_path
 from jaxserve.modeling.loader import load_model
 from jaxserve.modeling.tokenizer import Tokenizer
-from tests.engine.conftest import MAX_MODEL_LEN, MAX_NUM_SEQS, NUM_PAGES, PAGE_SIZE, EngineFactory
+from tests.engine.conftest import (
+    MAX_MODEL_LEN,
+    MAX_NUM_SEQS,
+    NUM_PAGES,
+    PAGE_SIZE,
+    EngineFactory,
+    engine_factory,
+)
 from tests.modeling.tiny_checkpoints import write_sentencepiece_tokenizer, write_tiny_checkpoint
 
 LONG_RUN_FACTOR = 20
@@ -50,6 +57,18 @@ def fuzz_examples(long_run: bool) -> Callable[[int], int]:
 
 
 @pytest.fixture(scope="session")
+def smollm2_tokenizer() -> Tokenizer:
+    """The default model's tokenizer (byte-level BPE), shared by tests that only read it."""
+    return Tokenizer.from_path(default_model_path())
+
+
+@pytest.fixture(scope="session")
+def sentencepiece_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
+    """The tiny Llama 2-style sentencepiece tokenizer (byte fallback), shared by tests that only read it."""
+    return Tokenizer.from_path(write_sentencepiece_tokenizer(tmp_path_factory.mktemp("sentencepiece")))
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory: Path = tmp_path_factory.mktemp("tiny")
     write_tiny_checkpoint("smollm2", directory)
@@ -75,18 +94,6 @@ def tiny_runner(tiny_model_dir: Path) -> ModelRunner:
 
 @pytest.fixture
 def make_engine(tiny_runner: ModelRunner, tiny_model_dir: Path) -> Iterator[EngineFactory]:
-    """Start engines over the shared runner (AsyncEngine keyword options); each is shut down after the test.
-
-    Tests run one at a time, so only one engine thread drives the runner at any moment."""
-    tokenizer = Tokenizer.from_path(tiny_model_dir)
-    started: list[AsyncEngine] = []
-
-    def make(**options: object) -> AsyncEngine:
-        engine = AsyncEngine(tiny_runner, tokenizer, **options)  # type: ignore[arg-type]
-        engine.start()
-        started.append(engine)
-        return engine
-
-    yield make
-    for engine in started:
-        engine.shutdown()
+    """Start engines over the shared runner (AsyncEngine keyword options); each is shut down after the test."""
+    with engine_factory(tiny_runner, tiny_model_dir) as make:
+        yield make

@@ -34,8 +34,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return internal_error_response()
 
 
-def _is_v1(path: str) -> bool:
-    return path == "/v1" or path.startswith("/v1/")
+def needs_api_key(path: str, guarded_outside_v1: frozenset[str] = frozenset()) -> bool:
+    """Whether a server with an API key guards `path`: the OpenAI API (`/v1/...`), plus the paths it was
+    told to guard as well (`/metrics` with `--metrics-need-api-key`)."""
+    return path == "/v1" or path.startswith("/v1/") or path in guarded_outside_v1
 
 
 def api_key_middleware(api_key: str, also_guarded: frozenset[str] = frozenset()) -> Middleware:
@@ -47,13 +49,12 @@ def api_key_middleware(api_key: str, also_guarded: frozenset[str] = frozenset())
     """
     expected = f"Bearer {api_key}".encode()
 
-    def guarded(path: str) -> bool:
-        return _is_v1(path) or path in also_guarded
-
     @web.middleware
     async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
-        if guarded(request.path) or (resource is not None and guarded(resource.canonical)):
+        if needs_api_key(request.path, also_guarded) or (
+            resource is not None and needs_api_key(resource.canonical, also_guarded)
+        ):
             supplied = request.headers.get("Authorization", "").encode("utf-8", "surrogateescape")
             if not hmac.compare_digest(supplied, expected):  # constant time: no key guessing by timing
                 raise Unauthorized("Invalid or missing API key", code="invalid_api_key")

@@ -4,13 +4,19 @@ shared with the HTTP tests)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import itertools
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
-import jax
-
 from jaxserve.engine.async_engine import AsyncEngine
+from jaxserve.engine.compilations import CompilationCounter
 from jaxserve.engine.outputs import RequestOutput
+from jaxserve.engine.runner import ModelRunner
+from jaxserve.engine.scheduler import Scheduler, StepPlan
+from jaxserve.engine.sequence import Sequence, SequenceStatus
+from jaxserve.modeling.tokenizer import Tokenizer
 from jaxserve.sampling.params import SamplingParams
 
 T = TypeVar("T")
@@ -23,13 +29,30 @@ NUM_PAGES = 64
 EngineFactory = Callable[..., AsyncEngine]
 """What the `make_engine` fixture yields: AsyncEngine keyword options in, a started engine out."""
 
-# Every backend compilation in the process, for the no-recompilation tests.
-backend_compiles: list[float] = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda event, seconds, **kwargs: (
-        backend_compiles.append(seconds) if event == "/jax/core/compile/backend_compile_duration" else None
-    )
-)
+BACKEND_COMPILES = CompilationCounter()
+"""Every backend compilation in the process from import on, for the no-recompilation tests (the counter the
+server exports on /metrics)."""
+
+
+@contextmanager
+def engine_factory(runner: ModelRunner, tokenizer_dir: Path) -> Iterator[EngineFactory]:
+    """Start engines over `runner` (AsyncEngine keyword options); each is shut down on exit.
+
+    Tests run one at a time, so only one engine thread drives a runner at any moment."""
+    tokenizer = Tokenizer.from_path(tokenizer_dir)
+    started: list[AsyncEngine] = []
+
+    def make(**options: object) -> AsyncEngine:
+        engine = AsyncEngine(runner, tokenizer, **options)  # type: ignore[arg-type]
+        engine.start()
+        started.append(engine)
+        return engine
+
+    try:
+        yield make
+    finally:
+        for engine in started:
+            engine.shutdown()
 
 
 def prompt_ids(length: int, salt: int) -> list[int]:
@@ -60,3 +83,37 @@ async def pool_back_to_full(engine: AsyncEngine) -> bool:
 
 def run(coro: Coroutine[object, object, T]) -> T:
     return asyncio.run(coro)
+
+
+_sequence_numbers = itertools.count()
+
+
+def host_sequence(prompt: list[int], *, priority: int = 0) -> Sequence:
+    """A request for host-only scheduler tests: no detokenizer, outputs dropped, arrivals in call order."""
+    number = next(_sequence_numbers)
+    return Sequence(
+        request_id=f"r{number}",
+        prompt_ids=prompt,
+        params=SamplingParams(),
+        seed=0,
+        max_tokens=100,
+        detokenizer=None,  # type: ignore[arg-type]  # the scheduler never detokenises
+        emit=lambda output: None,
+        arrival=number,
+        priority=priority,
+    )
+
+
+def finish_step(scheduler: Scheduler, plan: StepPlan) -> None:
+    """What the engine does after running `plan`, minus the model: mark the fed tokens computed, give a
+    sequence whose prompt just ended its first token (a resumed one already has its tokens, as in
+    EngineCore._prefill), and add a token to every decode."""
+    for chunk in plan.prefills:
+        scheduler.computed(chunk.seq, chunk.num_tokens)
+        if chunk.ends_prefill:
+            chunk.seq.status = SequenceStatus.DECODING
+            if not chunk.seq.output_ids:
+                chunk.seq.output_ids.append(1)
+    for seq in plan.decodes:
+        scheduler.computed(seq, 1)
+        seq.output_ids.append(1)

@@ -8,9 +8,7 @@ from collections.abc import Sequence
 import pytest
 
 from jaxserve.engine.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer
-from jaxserve.modeling.default_model import default_model_path
 from jaxserve.modeling.tokenizer import Tokenizer
-from tests.modeling.tiny_checkpoints import write_sentencepiece_tokenizer
 
 TEXTS = (
     "Hello, world! How are you today?",
@@ -25,16 +23,6 @@ TEXTS = (
 )
 
 
-@pytest.fixture(scope="module")
-def smollm2() -> Tokenizer:
-    return Tokenizer.from_path(default_model_path())
-
-
-@pytest.fixture(scope="module")
-def sentencepiece(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    return Tokenizer.from_path(write_sentencepiece_tokenizer(tmp_path_factory.mktemp("sentencepiece")))
-
-
 def stream(tokenizer: Tokenizer, ids: Sequence[int], skip_special_tokens: bool = True, **kwargs) -> list[str]:
     """Push every id and flush; return the pieces (the last one is what flush emitted)."""
     detokenizer = IncrementalDetokenizer(tokenizer, skip_special_tokens, **kwargs)
@@ -46,10 +34,12 @@ def stream(tokenizer: Tokenizer, ids: Sequence[int], skip_special_tokens: bool =
 
 @pytest.mark.parametrize("skip_special_tokens", [True, False])
 @pytest.mark.parametrize("text", TEXTS)
-def test_streamed_text_equals_full_decode(smollm2: Tokenizer, text: str, skip_special_tokens: bool) -> None:
-    ids = smollm2.encode(text)
-    pieces = stream(smollm2, ids, skip_special_tokens)
-    assert "".join(pieces) == smollm2.decode(ids, skip_special_tokens=skip_special_tokens)
+def test_streamed_text_equals_full_decode(
+    smollm2_tokenizer: Tokenizer, text: str, skip_special_tokens: bool
+) -> None:
+    ids = smollm2_tokenizer.encode(text)
+    pieces = stream(smollm2_tokenizer, ids, skip_special_tokens)
+    assert "".join(pieces) == smollm2_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
     assert not any(REPLACEMENT_CHAR in piece for piece in pieces)
     assert pieces[-1] == ""  # complete text: nothing was left for flush
 
@@ -57,102 +47,114 @@ def test_streamed_text_equals_full_decode(smollm2: Tokenizer, text: str, skip_sp
 @pytest.mark.parametrize("skip_special_tokens", [True, False])
 @pytest.mark.parametrize("text", TEXTS)
 def test_sentencepiece_streamed_text_equals_full_decode(
-    sentencepiece: Tokenizer, text: str, skip_special_tokens: bool
+    sentencepiece_tokenizer: Tokenizer, text: str, skip_special_tokens: bool
 ) -> None:
-    ids = sentencepiece.encode(text + "</s>")  # BOS in front, EOS behind: special tokens at both ends
-    pieces = stream(sentencepiece, ids, skip_special_tokens)
-    assert "".join(pieces) == sentencepiece.decode(ids, skip_special_tokens=skip_special_tokens)
+    ids = sentencepiece_tokenizer.encode(
+        text + "</s>"
+    )  # BOS in front, EOS behind: special tokens at both ends
+    pieces = stream(sentencepiece_tokenizer, ids, skip_special_tokens)
+    assert "".join(pieces) == sentencepiece_tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
     assert not any(REPLACEMENT_CHAR in piece for piece in pieces)
 
 
-def test_random_token_streams_equal_full_decode(smollm2: Tokenizer) -> None:
+def test_random_token_streams_equal_full_decode(smollm2_tokenizer: Tokenizer) -> None:
     """Random ids include invalid UTF-8 and stray special tokens: the joined pieces still equal a full decode
     (byte-level BPE decodes bytes like a UTF-8 stream, so an invalid byte's U+FFFD does not depend on later
     tokens)."""
     rng = random.Random(1234)
     for _ in range(100):
-        ids = [rng.randrange(smollm2.vocab_size) for _ in range(rng.randrange(1, 30))]
+        ids = [rng.randrange(smollm2_tokenizer.vocab_size) for _ in range(rng.randrange(1, 30))]
         for skip in (True, False):
-            assert "".join(stream(smollm2, ids, skip)) == smollm2.decode(ids, skip_special_tokens=skip)
+            assert "".join(stream(smollm2_tokenizer, ids, skip)) == smollm2_tokenizer.decode(
+                ids, skip_special_tokens=skip
+            )
 
 
-def test_random_sentencepiece_streams_of_valid_text_equal_full_decode(sentencepiece: Tokenizer) -> None:
+def test_random_sentencepiece_streams_of_valid_text_equal_full_decode(
+    sentencepiece_tokenizer: Tokenizer,
+) -> None:
     """Random merges, special tokens and byte-fallback characters (valid UTF-8 only: sentencepiece's
     ByteFallback decoder turns a whole invalid byte run into U+FFFDs, which no stream can foresee)."""
     rng = random.Random(99)
     byte_tokens = {
         i
-        for i in range(sentencepiece.vocab_size)
-        if sentencepiece.hf.convert_ids_to_tokens(i).startswith("<0x")
+        for i in range(sentencepiece_tokenizer.vocab_size)
+        if sentencepiece_tokenizer.hf.convert_ids_to_tokens(i).startswith("<0x")
     }
-    plain = [i for i in range(sentencepiece.vocab_size) if i not in byte_tokens]
+    plain = [i for i in range(sentencepiece_tokenizer.vocab_size) if i not in byte_tokens]
     characters = "é你😀ñ한🇫ß€"
     for _ in range(100):
         ids: list[int] = []
         while len(ids) < 25:
             if rng.random() < 0.3:
-                ids += sentencepiece.encode(rng.choice(characters), add_special_tokens=False)
+                ids += sentencepiece_tokenizer.encode(rng.choice(characters), add_special_tokens=False)
             else:
                 ids.append(rng.choice(plain))
         for skip in (True, False):
-            pieces = stream(sentencepiece, ids, skip)
-            assert "".join(pieces) == sentencepiece.decode(ids, skip_special_tokens=skip)
+            pieces = stream(sentencepiece_tokenizer, ids, skip)
+            assert "".join(pieces) == sentencepiece_tokenizer.decode(ids, skip_special_tokens=skip)
             assert not any(REPLACEMENT_CHAR in piece for piece in pieces)
 
 
-def test_emoji_split_over_byte_tokens_is_held_back_until_complete(smollm2: Tokenizer) -> None:
-    ids = smollm2.encode(" 😀")
+def test_emoji_split_over_byte_tokens_is_held_back_until_complete(smollm2_tokenizer: Tokenizer) -> None:
+    ids = smollm2_tokenizer.encode(" 😀")
     assert len(ids) == 2
-    detokenizer = IncrementalDetokenizer(smollm2)
+    detokenizer = IncrementalDetokenizer(smollm2_tokenizer)
     assert detokenizer.push(ids[0]) == ""
     assert detokenizer.push(ids[1]) == " 😀"
 
 
-def test_cjk_characters_arrive_whole(smollm2: Tokenizer) -> None:
+def test_cjk_characters_arrive_whole(smollm2_tokenizer: Tokenizer) -> None:
     text = "你好世界"
-    ids = smollm2.encode(text)
+    ids = smollm2_tokenizer.encode(text)
     assert len(ids) > len(text)  # some characters take more than one token
-    pieces = [piece for piece in stream(smollm2, ids) if piece]
+    pieces = [piece for piece in stream(smollm2_tokenizer, ids) if piece]
     assert "".join(pieces) == text
     assert all(len(piece.encode("utf-8")) % 3 == 0 for piece in pieces)  # whole 3-byte characters only
 
 
-def test_flush_emits_an_unfinished_character_as_replacement(smollm2: Tokenizer) -> None:
-    first_byte_token = smollm2.encode("😀")[0]
-    detokenizer = IncrementalDetokenizer(smollm2)
+def test_flush_emits_an_unfinished_character_as_replacement(smollm2_tokenizer: Tokenizer) -> None:
+    first_byte_token = smollm2_tokenizer.encode("😀")[0]
+    detokenizer = IncrementalDetokenizer(smollm2_tokenizer)
     assert detokenizer.push(first_byte_token) == ""
     tail = detokenizer.flush()
-    assert tail == smollm2.decode([first_byte_token])
+    assert tail == smollm2_tokenizer.decode([first_byte_token])
     assert tail.endswith(REPLACEMENT_CHAR)
     assert detokenizer.flush() == ""
 
 
-def test_bytes_that_can_never_be_valid_are_not_held_back(smollm2: Tokenizer) -> None:
-    continuation_byte = next(i for i in range(smollm2.vocab_size) if smollm2.token_to_bytes(i) == b"\x80")
-    detokenizer = IncrementalDetokenizer(smollm2)
-    assert detokenizer.push(smollm2.encode("ok")[0]) == "ok"
+def test_bytes_that_can_never_be_valid_are_not_held_back(smollm2_tokenizer: Tokenizer) -> None:
+    continuation_byte = next(
+        i for i in range(smollm2_tokenizer.vocab_size) if smollm2_tokenizer.token_to_bytes(i) == b"\x80"
+    )
+    detokenizer = IncrementalDetokenizer(smollm2_tokenizer)
+    assert detokenizer.push(smollm2_tokenizer.encode("ok")[0]) == "ok"
     assert detokenizer.push(continuation_byte) == REPLACEMENT_CHAR
 
 
-def test_special_tokens_are_dropped_or_kept(smollm2: Tokenizer) -> None:
-    ids = smollm2.encode("Hi<|im_end|>")
-    assert "".join(stream(smollm2, ids, skip_special_tokens=True)) == "Hi"
-    assert "".join(stream(smollm2, ids, skip_special_tokens=False)) == "Hi<|im_end|>"
-    detokenizer = IncrementalDetokenizer(smollm2, skip_special_tokens=True)
+def test_special_tokens_are_dropped_or_kept(smollm2_tokenizer: Tokenizer) -> None:
+    ids = smollm2_tokenizer.encode("Hi<|im_end|>")
+    assert "".join(stream(smollm2_tokenizer, ids, skip_special_tokens=True)) == "Hi"
+    assert "".join(stream(smollm2_tokenizer, ids, skip_special_tokens=False)) == "Hi<|im_end|>"
+    detokenizer = IncrementalDetokenizer(smollm2_tokenizer, skip_special_tokens=True)
     assert [detokenizer.push(i) for i in ids] == ["Hi", ""]
 
 
-def test_prompt_context_keeps_the_first_tokens_leading_space(sentencepiece: Tokenizer) -> None:
-    prompt = sentencepiece.encode("Hello")
-    output = sentencepiece.encode("world again", add_special_tokens=False)  # "\u2581world", "\u2581again"
-    assert "".join(stream(sentencepiece, output)) == "world again"  # decoded alone: text start, space dropped
-    assert "".join(stream(sentencepiece, output, prompt_ids=prompt)) == " world again"
+def test_prompt_context_keeps_the_first_tokens_leading_space(sentencepiece_tokenizer: Tokenizer) -> None:
+    prompt = sentencepiece_tokenizer.encode("Hello")
+    output = sentencepiece_tokenizer.encode(
+        "world again", add_special_tokens=False
+    )  # "\u2581world", "\u2581again"
+    assert (
+        "".join(stream(sentencepiece_tokenizer, output)) == "world again"
+    )  # decoded alone: text start, space dropped
+    assert "".join(stream(sentencepiece_tokenizer, output, prompt_ids=prompt)) == " world again"
 
 
-def test_prompt_context_is_not_emitted(smollm2: Tokenizer) -> None:
-    prompt = smollm2.apply_chat_template([{"role": "user", "content": "Say hi 👋"}])
-    output = smollm2.encode("Hi there 👋! 你好<|im_end|>")
-    assert "".join(stream(smollm2, output, prompt_ids=prompt)) == smollm2.decode(output)
+def test_prompt_context_is_not_emitted(smollm2_tokenizer: Tokenizer) -> None:
+    prompt = smollm2_tokenizer.apply_chat_template([{"role": "user", "content": "Say hi 👋"}])
+    output = smollm2_tokenizer.encode("Hi there 👋! 你好<|im_end|>")
+    assert "".join(stream(smollm2_tokenizer, output, prompt_ids=prompt)) == smollm2_tokenizer.decode(output)
 
 
 class CountingTokenizer:
@@ -173,10 +175,10 @@ class CountingTokenizer:
         return self.inner.token_to_bytes(token_id)
 
 
-def test_work_per_token_does_not_grow_with_the_output(smollm2: Tokenizer) -> None:
-    ids = smollm2.encode("Streaming 🎉 text, 你好, token by token. " * 60)
-    counting = CountingTokenizer(smollm2)
-    assert "".join(stream(counting, ids)) == smollm2.decode(ids)  # type: ignore[arg-type]
+def test_work_per_token_does_not_grow_with_the_output(smollm2_tokenizer: Tokenizer) -> None:
+    ids = smollm2_tokenizer.encode("Streaming 🎉 text, 你好, token by token. " * 60)
+    counting = CountingTokenizer(smollm2_tokenizer)
+    assert "".join(stream(counting, ids)) == smollm2_tokenizer.decode(ids)  # type: ignore[arg-type]
     assert len(ids) > 600
     assert max(counting.decoded_lengths) <= 8
     assert len(counting.decoded_lengths) <= 2 * len(ids) + 2

@@ -11,10 +11,10 @@ from jaxserve.engine.outputs import RequestOutput
 from jaxserve.errors import InvalidRequest, ServerBusy
 from jaxserve.sampling.params import SamplingParams
 from tests.engine.conftest import (
+    BACKEND_COMPILES,
     MAX_MODEL_LEN,
     MAX_NUM_SEQS,
     EngineFactory,
-    backend_compiles,
     collect,
     prompt_ids,
     run,
@@ -106,7 +106,7 @@ def test_max_tokens_default_fills_the_context(engine: AsyncEngine) -> None:
 
 def test_nothing_compiles_after_warm_up(engine: AsyncEngine) -> None:
     """A mixed load over every bucket after warm-up triggers no XLA compilation at all."""
-    compiles_before = len(backend_compiles)
+    compiles_before = BACKEND_COMPILES.count
     assert compiles_before >= engine.runner.compile_count > 0  # the listener saw warm-up compile
     runner_compiles = engine.runner.compile_count
 
@@ -128,7 +128,7 @@ def test_nothing_compiles_after_warm_up(engine: AsyncEngine) -> None:
 
     run(mixed())
     assert engine.runner.compile_count == runner_compiles
-    assert len(backend_compiles) == compiles_before
+    assert BACKEND_COMPILES.count == compiles_before
 
 
 def test_requests_beyond_the_queue_limit_get_server_busy(engine: AsyncEngine) -> None:

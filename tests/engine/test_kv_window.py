@@ -20,30 +20,15 @@ from jaxserve.engine.kv_window import (
 from jaxserve.engine.scheduler import Scheduler
 from jaxserve.engine.sequence import Sequence, SequenceStatus
 from jaxserve.modeling.config import ModelConfig
-from jaxserve.sampling.params import SamplingParams
+from tests.engine.conftest import finish_step, host_sequence
 
 PAGE = 4
 WINDOW = 8
-_ids = itertools.count()
 
 
 def _visible(query: int, key: int, window: int) -> bool:
     """The attention mask of jaxserve.modeling.attention.paged_attention, spelled out."""
     return query - window < key <= query
-
-
-def _sequence(prompt: list[int]) -> Sequence:
-    number = next(_ids)
-    return Sequence(
-        request_id=f"w{number}",
-        prompt_ids=prompt,
-        params=SamplingParams(),
-        seed=0,
-        max_tokens=100,
-        detokenizer=None,  # type: ignore[arg-type]  # the scheduler never detokenises
-        emit=lambda output: None,
-        arrival=number,
-    )
 
 
 def _scheduler(num_pages: int, window: int | None = WINDOW, *, max_model_len: int = 64) -> Scheduler:
@@ -67,15 +52,7 @@ def _step(scheduler: Scheduler) -> list[tuple[Sequence, int, int]]:
     ]
     for seq, start, count in rows:
         _check_table(seq, start, count)
-    for chunk in plan.prefills:
-        scheduler.computed(chunk.seq, chunk.num_tokens)
-        if chunk.ends_prefill:
-            chunk.seq.status = SequenceStatus.DECODING
-            if not chunk.seq.output_ids:
-                chunk.seq.output_ids.append(1)
-    for seq in plan.decodes:
-        scheduler.computed(seq, 1)
-        seq.output_ids.append(1)
+    finish_step(scheduler, plan)
     return rows
 
 
@@ -141,7 +118,7 @@ def test_uniform_window_frees_only_when_every_layer_slides() -> None:
 
 def test_a_decoding_sequence_holds_only_its_window_and_gives_the_rest_back() -> None:
     scheduler = _scheduler(16)
-    seq = _sequence(list(range(10, 30)))  # 20 tokens: three chunks of 8, 8, 4
+    seq = host_sequence(list(range(10, 30)))  # 20 tokens: three chunks of 8, 8, 4
     scheduler.add(seq)
     while seq.num_tokens < 60:
         for row_seq, _start, fed in _step(scheduler):
@@ -156,10 +133,10 @@ def test_a_decoding_sequence_holds_only_its_window_and_gives_the_rest_back() -> 
 
 def test_without_a_window_every_page_stays_until_the_end() -> None:
     scheduler = _scheduler(16, window=None)
-    seq = _sequence(list(range(10, 30)))
+    seq = host_sequence(list(range(10, 30)))
     scheduler.add(seq)
     for _ in range(30):
-        _plain_step(scheduler)
+        finish_step(scheduler, scheduler.schedule())
     assert FREED_PAGE not in seq.block_table and _held(seq) == cdiv(seq.num_tokens - 1, PAGE)
 
 
@@ -167,7 +144,7 @@ def test_a_window_lets_a_pool_smaller_than_one_full_sequence_serve() -> None:
     with pytest.raises(ValueError, match="needs 16"):
         _scheduler(8, window=None)
     scheduler = _scheduler(max_pages_held(WINDOW, PAGE, 8))  # 5 pages for a 64-token context
-    seq = _sequence(list(range(10, 40)))
+    seq = host_sequence(list(range(10, 40)))
     scheduler.add(seq)
     while seq.num_tokens < 64:
         _step(scheduler)
@@ -177,7 +154,7 @@ def test_a_window_lets_a_pool_smaller_than_one_full_sequence_serve() -> None:
 def test_two_windowed_sequences_fit_where_full_ones_preempt() -> None:
     def preemptions(window: int | None) -> int:
         scheduler = _scheduler(16, window)
-        seqs = [_sequence(list(range(10, 30))), _sequence(list(range(40, 60)))]
+        seqs = [host_sequence(list(range(10, 30))), host_sequence(list(range(40, 60)))]
         for seq in seqs:
             scheduler.add(seq)
         for _ in range(500):  # generous: recomputing preempted sequences takes extra steps
@@ -186,7 +163,7 @@ def test_two_windowed_sequences_fit_where_full_ones_preempt() -> None:
             if window:
                 _step(scheduler)
             else:
-                _plain_step(scheduler)
+                finish_step(scheduler, scheduler.schedule())
             for seq in seqs:
                 if seq.num_tokens >= 60 and seq.status is not SequenceStatus.FINISHED:
                     scheduler.finish(seq)
@@ -197,23 +174,10 @@ def test_two_windowed_sequences_fit_where_full_ones_preempt() -> None:
     assert preemptions(WINDOW) == 0
 
 
-def _plain_step(scheduler: Scheduler) -> None:
-    plan = scheduler.schedule()
-    for chunk in plan.prefills:
-        scheduler.computed(chunk.seq, chunk.num_tokens)
-        if chunk.ends_prefill:
-            chunk.seq.status = SequenceStatus.DECODING
-            if not chunk.seq.output_ids:
-                chunk.seq.output_ids.append(1)
-    for seq in plan.decodes:
-        scheduler.computed(seq, 1)
-        seq.output_ids.append(1)
-
-
 def test_a_prefix_hit_needs_only_the_window_before_the_first_computed_token() -> None:
     scheduler = _scheduler(16)
     prompt = list(range(100, 130))  # 30 tokens: 7 full blocks before the last token
-    first = _sequence(prompt)
+    first = host_sequence(prompt)
     scheduler.add(first)
     while first.status is not SequenceStatus.DECODING:
         _step(scheduler)
@@ -224,7 +188,7 @@ def test_a_prefix_hit_needs_only_the_window_before_the_first_computed_token() ->
         pool.allocate(1)
     evicted = [index for index, block_hash in enumerate(hashes) if pool.cached_page(block_hash) is None]
     assert evicted[:1] == [0] and 6 not in evicted and 5 not in evicted
-    again = _sequence(prompt)
+    again = host_sequence(prompt)
     scheduler.add(again)
     plan = scheduler.schedule()
     (chunk,) = plan.prefills

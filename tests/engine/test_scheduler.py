@@ -2,31 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-
 from jaxserve.engine.block_pool import BlockPool
 from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.scheduler import Scheduler
-from jaxserve.engine.sequence import Sequence, SequenceStatus
-from jaxserve.sampling.params import SamplingParams
+from jaxserve.engine.sequence import SequenceStatus
+from tests.engine.conftest import finish_step, host_sequence
 
 PAGE = 4
-_ids = itertools.count()
-
-
-def _sequence(prompt: list[int], *, priority: int = 0) -> Sequence:
-    number = next(_ids)
-    return Sequence(
-        request_id=f"r{number}",
-        prompt_ids=prompt,
-        params=SamplingParams(),
-        seed=0,
-        max_tokens=100,
-        detokenizer=None,  # type: ignore[arg-type]  # the scheduler never detokenises
-        emit=lambda output: None,
-        arrival=number,
-        priority=priority,
-    )
 
 
 def _scheduler(num_pages: int, *, budget: int = 16, policy: str = "fcfs", max_num_seqs: int = 4) -> Scheduler:
@@ -41,27 +23,14 @@ def _scheduler(num_pages: int, *, budget: int = 16, policy: str = "fcfs", max_nu
     return Scheduler(buckets, BlockPool(num_pages), policy)
 
 
-def _run_plan(scheduler: Scheduler) -> None:
-    """What the engine does after a step, minus the model: mark fed tokens computed, add a token to decodes."""
-    plan = scheduler.schedule()
-    for chunk in plan.prefills:
-        scheduler.computed(chunk.seq, chunk.num_tokens)
-        if chunk.ends_prefill:
-            chunk.seq.status = SequenceStatus.DECODING
-            chunk.seq.output_ids.append(1)
-    for seq in plan.decodes:
-        scheduler.computed(seq, 1)
-        seq.output_ids.append(1)
-
-
 def test_decodes_come_first_and_prompt_chunks_fill_the_budget() -> None:
     scheduler = _scheduler(32, budget=16)
-    short = [_sequence([5, 6, 7]) for _ in range(3)]
+    short = [host_sequence([5, 6, 7]) for _ in range(3)]
     for seq in short:
         scheduler.add(seq)
-    _run_plan(scheduler)  # the three short prompts fit one step's budget
+    finish_step(scheduler, scheduler.schedule())  # the three short prompts fit one step's budget
     assert all(seq.status is SequenceStatus.DECODING for seq in short)
-    long = _sequence(list(range(40, 70)))
+    long = host_sequence(list(range(40, 70)))
     scheduler.add(long)
     plan = scheduler.schedule()
     assert plan.decodes == short
@@ -71,7 +40,7 @@ def test_decodes_come_first_and_prompt_chunks_fill_the_budget() -> None:
 def test_a_request_waits_for_the_prefix_another_is_computing() -> None:
     scheduler = _scheduler(32)
     prompt = list(range(100, 110))  # two full blocks and a partial one
-    first, twin = _sequence(prompt), _sequence(prompt)
+    first, twin = host_sequence(prompt), host_sequence(prompt)
     scheduler.add(first)
     scheduler.add(twin)
     plan = scheduler.schedule()
@@ -89,22 +58,14 @@ def test_a_request_waits_for_the_prefix_another_is_computing() -> None:
 
 def test_out_of_pages_preempts_the_newest_and_it_resumes_with_its_tokens() -> None:
     scheduler = _scheduler(8, budget=16)  # 8 pages of 4 = one 32-token sequence
-    old, new = _sequence(list(range(10, 17))), _sequence(list(range(20, 27)))
+    old, new = host_sequence(list(range(10, 17))), host_sequence(list(range(20, 27)))
     scheduler.add(old)
     scheduler.add(new)
     preempted = []
     for _ in range(20):
         plan = scheduler.schedule()
         preempted += plan.preempted
-        for chunk in plan.prefills:
-            scheduler.computed(chunk.seq, chunk.num_tokens)
-            if chunk.ends_prefill:
-                chunk.seq.status = SequenceStatus.DECODING
-                if not chunk.seq.output_ids:
-                    chunk.seq.output_ids.append(1)
-        for seq in plan.decodes:
-            scheduler.computed(seq, 1)
-            seq.output_ids.append(1)
+        finish_step(scheduler, plan)
         if old.num_tokens >= 24:
             scheduler.finish(old)
             break
@@ -119,11 +80,11 @@ def test_out_of_pages_preempts_the_newest_and_it_resumes_with_its_tokens() -> No
 
 def test_priority_policy_preempts_lower_priority_work_for_an_urgent_arrival() -> None:
     scheduler = _scheduler(32, policy="priority", max_num_seqs=2)
-    low = [_sequence([1, 2, 3], priority=5), _sequence([4, 5, 6], priority=9)]
+    low = [host_sequence([1, 2, 3], priority=5), host_sequence([4, 5, 6], priority=9)]
     for seq in low:
         scheduler.add(seq)
-    _run_plan(scheduler)
-    urgent = _sequence([7, 8, 9], priority=0)
+    finish_step(scheduler, scheduler.schedule())
+    urgent = host_sequence([7, 8, 9], priority=0)
     scheduler.add(urgent)
     plan = scheduler.schedule()
     assert plan.preempted == [low[1]]  # the lowest priority (highest value) goes
@@ -132,9 +93,9 @@ def test_priority_policy_preempts_lower_priority_work_for_an_urgent_arrival() ->
 
 def test_fcfs_never_preempts_for_a_newcomer() -> None:
     scheduler = _scheduler(32, max_num_seqs=1)
-    first, second = _sequence([1, 2, 3]), _sequence([4, 5, 6])
+    first, second = host_sequence([1, 2, 3]), host_sequence([4, 5, 6])
     scheduler.add(first)
-    _run_plan(scheduler)
+    finish_step(scheduler, scheduler.schedule())
     scheduler.add(second)
     plan = scheduler.schedule()
     assert plan.preempted == [] and plan.decodes == [first] and second.status is SequenceStatus.WAITING
@@ -142,9 +103,9 @@ def test_fcfs_never_preempts_for_a_newcomer() -> None:
 
 def test_finish_returns_slot_and_pages() -> None:
     scheduler = _scheduler(16)
-    seq = _sequence(list(range(12)))
+    seq = host_sequence(list(range(12)))
     scheduler.add(seq)
-    _run_plan(scheduler)
+    finish_step(scheduler, scheduler.schedule())
     assert scheduler.pool.num_free < 16 and scheduler.num_free_slots == 3
     scheduler.finish(seq)
     assert scheduler.pool.num_free == 16 and scheduler.num_free_slots == 4 and not scheduler.has_work()

@@ -27,9 +27,8 @@ from jaxserve.engine.sequence import Sequence
 from jaxserve.modeling.attention import paged_attention
 from jaxserve.modeling.decoder import Decoder
 from jaxserve.modeling.loader import load_model
-from jaxserve.modeling.tokenizer import Tokenizer
 from jaxserve.sampling.params import SamplingParams
-from tests.engine.conftest import EngineFactory, collect, pool_back_to_full, prompt_ids, run
+from tests.engine.conftest import EngineFactory, collect, engine_factory, pool_back_to_full, prompt_ids, run
 
 WINDOW = 8
 PAGE = 4
@@ -63,18 +62,8 @@ def windowed_runner(tiny_model_dir: Path) -> ModelRunner:
 @pytest.fixture
 def make_windowed(windowed_runner: ModelRunner, tiny_model_dir: Path) -> Iterator[EngineFactory]:
     """Engines over the windowed runner (AsyncEngine keyword options), shut down after the test."""
-    tokenizer = Tokenizer.from_path(tiny_model_dir)
-    started: list[AsyncEngine] = []
-
-    def make(**options: object) -> AsyncEngine:
-        engine = AsyncEngine(windowed_runner, tokenizer, **options)  # type: ignore[arg-type]
-        engine.start()
-        started.append(engine)
-        return engine
-
-    yield make
-    for engine in started:
-        engine.shutdown()
+    with engine_factory(windowed_runner, tiny_model_dir) as make:
+        yield make
 
 
 class PageLog:

@@ -11,9 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from jaxserve.engine.detokenizer import REPLACEMENT_CHAR, IncrementalDetokenizer
-from jaxserve.modeling.default_model import default_model_path
 from jaxserve.modeling.tokenizer import Tokenizer
-from tests.modeling.tiny_checkpoints import write_sentencepiece_tokenizer
 
 TEXTS = (
     "Hello, world! How are you today?",
@@ -30,16 +28,6 @@ SPECIAL_TOKENS = {"smollm2": "<|im_end|>", "sentencepiece": "</s>", "gemma3": "<
 """A special token of each family that ends a turn: decoding drops it under skip_special_tokens."""
 
 FAMILIES = tuple(SPECIAL_TOKENS)
-
-
-@pytest.fixture(scope="module")
-def smollm2_tokenizer() -> Tokenizer:
-    return Tokenizer.from_path(default_model_path())
-
-
-@pytest.fixture(scope="module")
-def sentencepiece_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Tokenizer:
-    return Tokenizer.from_path(write_sentencepiece_tokenizer(tmp_path_factory.mktemp("sentencepiece")))
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 import jaxserve
 from jaxserve.http.errors import ErrorResponse
+from jaxserve.http.middleware import needs_api_key
 
 OPENAPI_VERSION = "3.1.0"
 """3.1 because its schema objects are JSON Schema 2020-12, which is what pydantic emits."""
@@ -40,11 +41,6 @@ class ApiRoute:
     request: type[BaseModel] | None = None
     response: type[BaseModel] | None = None
     response_media_type: str | None = None
-
-    def needs_api_key(self, guarded_outside_v1: frozenset[str] = frozenset()) -> bool:
-        """Whether the API-key middleware guards it: the OpenAI API (`/v1/...`), plus the paths the
-        server was told to guard as well (`/metrics` with `--metrics-need-api-key`)."""
-        return self.path.startswith("/v1/") or self.path in guarded_outside_v1
 
 
 OPENAPI_ROUTES: Final = web.AppKey[tuple[ApiRoute, ...]]("jaxserve_openapi_routes")
@@ -93,7 +89,7 @@ def openapi_document(
         elif route.response_media_type is not None:
             success["content"] = {route.response_media_type: {"schema": {"type": "string"}}}
         operation["responses"] = {"200": success, "default": error}
-        if api_key_required and route.needs_api_key(guarded_outside_v1):
+        if api_key_required and needs_api_key(route.path, guarded_outside_v1):
             operation["security"] = [{"bearerAuth": []}]
         paths.setdefault(route.path, {})[route.method.lower()] = operation
 
