@@ -87,26 +87,33 @@ def grammar_text(request: GrammarRequest) -> str:
 
 
 def check_spec_size(request: GrammarRequest) -> None:
-    """Refuse a constraint larger than MAX_SPEC_CHARS or nested deeper than MAX_SPEC_DEPTH (400).
-
-    llguidance compiles lazily and bounds its own per-token work, but building a grammar from a
-    multi-megabyte or thousands-deep schema costs host CPU (and Python recursion) before that.
-    """
+    """Refuse a constraint larger than MAX_SPEC_CHARS (400). Its nesting is checked once it is parsed
+    (`_parsed_json`): llguidance compiles lazily and bounds its own per-token work, but building a grammar
+    from a multi-megabyte or thousands-deep schema costs host CPU (and Python recursion) before that."""
     spec = request.spec
-    if isinstance(spec, str):
-        size = len(spec)
-        if request.kind in ("json", "structural_tag") and size <= MAX_SPEC_CHARS:
-            try:
-                spec = json.loads(spec)
-            except (ValueError, RecursionError):
-                return  # not JSON: reported as such when the grammar is built
-    else:
-        size = len(json.dumps(spec)) if spec is not None else 0
+    size = len(spec) if isinstance(spec, str) else len(json.dumps(spec)) if spec is not None else 0
     if size > MAX_SPEC_CHARS:
         raise InvalidRequest(
             f"the {request.kind} constraint is {size} characters long; at most {MAX_SPEC_CHARS} are allowed",
             param=request.param,
         )
+
+
+def _parsed_json(request: GrammarRequest, what: str) -> Any:
+    """The spec of a JSON-valued constraint (sent as JSON text or as a value), checked to be nested no
+    deeper than MAX_SPEC_DEPTH."""
+    spec = request.spec
+    too_deep = (
+        f"the {request.kind} constraint is nested more than {MAX_SPEC_DEPTH} levels deep; at most "
+        f"{MAX_SPEC_DEPTH} are allowed"
+    )
+    if isinstance(spec, str):
+        try:
+            spec = json.loads(spec)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"the {what} is not valid JSON: {exc}", param=request.param) from exc
+        except RecursionError:  # the parser recurses per level: far deeper than the limit
+            raise InvalidRequest(too_deep, param=request.param) from None
     depth = _nesting_depth(spec)
     if depth > MAX_SPEC_DEPTH:
         raise InvalidRequest(
@@ -114,6 +121,7 @@ def check_spec_size(request: GrammarRequest) -> None:
             "allowed",
             param=request.param,
         )
+    return spec
 
 
 def _nesting_depth(value: Any) -> int:
@@ -198,12 +206,7 @@ def _close_objects(node: Any) -> None:
 
 
 def _schema(request: GrammarRequest) -> dict[str, Any]:
-    spec = request.spec
-    if isinstance(spec, str):
-        try:
-            spec = json.loads(spec)
-        except json.JSONDecodeError as exc:
-            raise InvalidRequest(f"the JSON schema is not valid JSON: {exc}", param=request.param) from exc
+    spec = _parsed_json(request, "JSON schema")
     if isinstance(spec, bool):
         spec = {} if spec else {"not": {}}  # JSON Schema's boolean schemas
     if not isinstance(spec, dict):
@@ -221,9 +224,7 @@ def _structural_tag(request: GrammarRequest) -> str:
     """Either form of structural tag (see jaxserve.sampling.structural_tag): `{"format": ...}` (the
     response_format's, or structured_outputs' JSON text with a "format") or the legacy
     `{"structures", "triggers"}`."""
-    spec = request.spec
-    if isinstance(spec, str):
-        spec = json.loads(spec)
+    spec = _parsed_json(request, "structural tag")
     if not isinstance(spec, dict):
         raise InvalidRequest("a structural tag must be an object", param=request.param)
     if "format" in spec:

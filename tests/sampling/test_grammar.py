@@ -129,3 +129,12 @@ def test_an_oversized_choice_list_is_a_400() -> None:
     choices = ["x" * 1000] * (MAX_SPEC_CHARS // 1000 + 1)
     with pytest.raises(InvalidRequest, match="characters long"):
         grammar_text(GrammarRequest("choice", "structured_outputs.choice", choices))
+
+
+@pytest.mark.parametrize("kind", ["json", "structural_tag"])
+def test_json_text_nested_beyond_the_parser_is_a_400_not_a_crash(kind: GrammarKind) -> None:
+    """Within the size limit, `[[[[…` as JSON text is deep enough to exhaust the parser's recursion."""
+    deep = "[" * 100_000 + "]" * 100_000
+    with pytest.raises(InvalidRequest, match="nested") as caught:
+        grammar_text(GrammarRequest(kind, "structured_outputs", deep))
+    assert caught.value.param == "structured_outputs"
