@@ -91,19 +91,11 @@ def bench(args: argparse.Namespace) -> int:
 
 def _measure(args: argparse.Namespace, base_url: str, server: StartedServer | None) -> int:
     quiet = args.json == "-"  # stdout carries only the JSON document then
-    config = LoadConfig(
-        base_url=base_url,
-        model=None,
-        api_key=args.api_key,
-        concurrency_levels=tuple(args.concurrency),
-        requests=args.requests,
-        max_tokens=args.max_tokens,
-        prompt_words=args.prompt_words,
-        shared_prefix_words=args.shared_prefix_words,
-        ignore_eos=True,  # fixed output lengths: ignore_eos + min_tokens
-        timeout_s=args.timeout,
-        warmup_requests=args.warmup_requests,
-        seed=args.seed,
+    # The load generator's own command-line validation; --model here is the started server's model path,
+    # not the id to request (the generator asks the server), and the JSON report is written below.
+    load_args = dict(vars(args), base_url=base_url, model=None, temperature=0.0, json=None)
+    config = LoadConfig.from_args(
+        argparse.Namespace(**load_args, ignore_eos=True)  # fixed output lengths: ignore_eos + min_tokens
     )
     before = scrape_compilations(base_url, args.api_key)
     out = sys.stderr if quiet else sys.stdout
