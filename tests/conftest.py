@@ -3,6 +3,14 @@ the `--long` switch that scales the property-based fuzz runs up outside CI."""
 
 from __future__ import annotations
 
+import os
+
+# Eight CPU devices for the whole suite, set before JAX starts its backend: the sharding tests build
+# meshes over them; everything else runs on the first device as before (measured: no slower).
+os.environ["XLA_FLAGS"] = " ".join(
+    filter(None, [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"])
+)
+
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
