@@ -50,6 +50,26 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache page")
     p.add_argument(
+        "--tensor-parallel-size",
+        type=int,
+        default=1,
+        help="devices each layer is split across (attention heads, MLP width, vocabulary)",
+    )
+    p.add_argument(
+        "--data-parallel-size",
+        type=int,
+        default=1,
+        help="groups of --tensor-parallel-size devices that each take a share of the batch rows",
+    )
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-host cluster that JAX detects itself (Cloud TPU pod slices); process 0 serves HTTP",
+    )
+    p.add_argument("--coordinator-address", help="multi-host: HOST:PORT of process 0's coordinator")
+    p.add_argument("--num-processes", type=int, help="multi-host: how many processes (hosts) in all")
+    p.add_argument("--process-id", type=int, help="multi-host: this process's index, 0 serves HTTP")
+    p.add_argument(
         "--kv-cache-memory",
         help="KV-cache pool size, e.g. 2GiB (default: a fraction of free memory, see --kv-cache-memory-fraction)",
     )
@@ -241,7 +261,9 @@ def inspect(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     from jaxserve.engine.kv_memory import parse_size
+    from jaxserve.engine.multihost import DistributedConfig
     from jaxserve.http.parser_settings import ParserSettings
+    from jaxserve.modeling.sharding import ParallelConfig
     from jaxserve.server import ServerOptions, run_server
 
     try:
@@ -267,6 +289,17 @@ def serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         log.error("chat template limits: %s", exc)
+        return 2
+    try:
+        parallel = ParallelConfig(args.tensor_parallel_size, args.data_parallel_size)
+        distributed = DistributedConfig(
+            coordinator_address=args.coordinator_address,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            auto=args.distributed,
+        )
+    except ValueError as exc:
+        log.error("%s", exc)
         return 2
 
     options = ServerOptions(
@@ -294,6 +327,8 @@ def serve(args: argparse.Namespace) -> int:
         compilation_cache_dir=args.compilation_cache_dir or None,
         parsers=parsers,
         chat_template_limits=template_limits,
+        parallel=parallel,
+        distributed=distributed,
     )
     started = time.perf_counter()
     return run_server(options, started)

@@ -17,6 +17,7 @@ from jaxserve.engine.async_engine import AsyncEngine
 from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.compilations import CompilationCounter
 from jaxserve.engine.kv_memory import free_device_bytes, num_kv_pages, parse_size
+from jaxserve.engine.multihost import DistributedConfig, is_leader
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.errors import ModelLoadError
 from jaxserve.http.app import build_app
@@ -26,6 +27,7 @@ from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.default_model import DEFAULT_SERVED_NAME, default_model_path
 from jaxserve.modeling.kv_cache import page_bytes
 from jaxserve.modeling.loader import load_model, resolve_max_model_len
+from jaxserve.modeling.sharding import ParallelConfig, kv_cache_shards
 from jaxserve.modeling.template_sandbox import SandboxLimits, TemplateSandbox
 from jaxserve.modeling.tokenizer import Tokenizer
 
@@ -58,6 +60,8 @@ class ServerOptions:
     request_timeout: float | None = None
     parsers: ParserSettings = ParserSettings()
     chat_template_limits: SandboxLimits = SandboxLimits()
+    parallel: ParallelConfig = ParallelConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
 
 def _enable_compilation_cache(directory: str) -> None:
@@ -71,10 +75,13 @@ CPU_KV_MEMORY_FRACTION = 0.25
 ACCELERATOR_MEMORY_FRACTION = 0.9
 
 
-def _kv_cache_pages(options: ServerOptions, cfg: ModelConfig, dtype: jnp.dtype, buckets: BucketConfig) -> int:
-    """The page pool size: --kv-cache-memory, else a fraction of free memory (on CPU capped at twice what
-    max_num_seqs full-length sequences need: RAM is shared with everything else on a laptop)."""
-    one_page = page_bytes(cfg, buckets.page_size, dtype)
+def _kv_cache_pages(
+    options: ServerOptions, cfg: ModelConfig, dtype: jnp.dtype, buckets: BucketConfig, shards: int
+) -> int:
+    """The page pool size: --kv-cache-memory (per device), else a fraction of free memory (on CPU capped
+    at twice what max_num_seqs full-length sequences need: RAM is shared with everything else on a laptop).
+    A page split over `shards` devices costs each of them 1/shards of its bytes."""
+    one_page = page_bytes(cfg, buckets.page_size, dtype) // shards
     if options.kv_cache_memory is not None:
         return num_kv_pages(parse_size(options.kv_cache_memory), one_page, at_least=buckets.max_pages_per_seq)
     on_cpu = jax.default_backend() == "cpu"
@@ -89,20 +96,18 @@ def _kv_cache_pages(options: ServerOptions, cfg: ModelConfig, dtype: jnp.dtype, 
     )
 
 
-def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
-    """Load everything and return the started engine with the names it is served under."""
+def build_runner(options: ServerOptions) -> tuple[ModelRunner, Path, GGUFCheckpoint | None]:
+    """Load the model onto the mesh and compile its steps: all a process needs to run device calls."""
     if options.compilation_cache_dir:
         _enable_compilation_cache(options.compilation_cache_dir)
-    compilations = CompilationCounter()  # before warm-up: /metrics counts every compilation of the process
     model_path = Path(options.model) if options.model else default_model_path()
     log.info("loading model from %s", model_path)
     checkpoint = open_checkpoint(model_path)
-    if isinstance(checkpoint, GGUFCheckpoint):  # parse the GGUF metadata once for weights and tokenizer
-        tokenizer = Tokenizer.from_gguf_metadata(checkpoint.metadata, source=str(model_path))
-    else:
-        tokenizer = Tokenizer.from_path(model_path)
-    tokenizer.use_template_sandbox(TemplateSandbox(options.chat_template_limits))
-    model = load_model(checkpoint, options.dtype)
+    try:
+        mesh = options.parallel.build_mesh()
+    except ValueError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    model = load_model(checkpoint, options.dtype, mesh=mesh)
     max_model_len = resolve_max_model_len(model.config, options.max_model_len)
     try:
         buckets = BucketConfig(
@@ -111,18 +116,33 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
             page_size=options.block_size,
             max_num_batched_tokens=options.max_num_batched_tokens,
         )
-        num_pages = _kv_cache_pages(options, model.config, model.dtype, buckets)
+        num_pages = _kv_cache_pages(
+            options, model.config, model.dtype, buckets, kv_cache_shards(model.config, mesh)
+        )
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc
     log.info(
-        "KV cache: %d pages of %d tokens (%.0f MiB)",
+        "KV cache: %d pages of %d tokens (%.0f MiB); mesh %s",
         num_pages,
         buckets.page_size,
         num_pages * page_bytes(model.config, buckets.page_size, model.dtype) / 2**20,
+        dict(mesh.shape),
     )
     runner = ModelRunner(model, buckets, num_pages)
     if options.warmup:
         runner.warm_up()
+    return runner, model_path, checkpoint if isinstance(checkpoint, GGUFCheckpoint) else None
+
+
+def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
+    """Load everything and return the started engine with the names it is served under."""
+    compilations = CompilationCounter()  # before warm-up: /metrics counts every compilation of the process
+    runner, model_path, gguf = build_runner(options)
+    if gguf is not None:  # parse the GGUF metadata once for weights and tokenizer
+        tokenizer = Tokenizer.from_gguf_metadata(gguf.metadata, source=str(model_path))
+    else:
+        tokenizer = Tokenizer.from_path(model_path)
+    tokenizer.use_template_sandbox(TemplateSandbox(options.chat_template_limits))
     engine = AsyncEngine(
         runner,
         tokenizer,
@@ -143,6 +163,12 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
 
 
 def run_server(options: ServerOptions, started: float) -> int:
+    options.distributed.initialize()  # before anything touches a device
+    if not is_leader():  # multi-host: HTTP and scheduling live on process 0; this one runs device calls
+        runner, _, _ = build_runner(options)
+        log.info("process %d follows process 0's device calls", jax.process_index())
+        runner.follow_leader()
+        return 0
     engine, names = build_engine(options)
     app = build_app(
         engine,

@@ -87,6 +87,8 @@ class AsyncEngine:
     def shutdown(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self._thread.join(timeout)
+        if not self._thread.is_alive():  # no step in flight: follower processes may exit now
+            self.runner.release_followers()
 
     def is_healthy(self) -> bool:
         return not self._dead and self._thread.is_alive()

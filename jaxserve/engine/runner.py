@@ -15,15 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
 
 from jaxserve.engine.block_pool import FREED_PAGE
 from jaxserve.engine.buckets import BucketConfig
+from jaxserve.engine.multihost import Call, LeaderChannel, follow, host_copy, is_leader
 from jaxserve.engine.step import PromptLogprobs, SlotSamplingState, StepInputs, init_slot, model_step
 from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.modeling.loader import LoadedModel
-from jaxserve.sampling.batch import SamplingBatch
+from jaxserve.modeling.sharding import batch_sharding, kv_cache_spec, param_shardings, place, replicated
+from jaxserve.sampling.batch import SamplingBatch, host_array
 from jaxserve.sampling.bitmask import bitmask_width, full_bitmask
 from jaxserve.sampling.params import SamplingParams
 from jaxserve.sampling.sampler import SampleResult
@@ -82,17 +84,32 @@ class ModelRunner:
         self.buckets = buckets
         self.num_pages = num_pages
         self.vocab_size = model.config.vocab_size
-        self.cache = PagedKVCache.allocate(model.config, num_pages, buckets.page_size, model.dtype)
-        self.sampler_state = SlotSamplingState.allocate(buckets.max_num_seqs, self.vocab_size)
+        self.mesh = model.mesh
+        # One sharding for every layer's key and value pool (a pytree prefix of the cache).
+        self._cache_shardings = NamedSharding(self.mesh, kv_cache_spec(model.config, self.mesh))
+        self._param_shardings = param_shardings(model.state, model.config, self.mesh)
+        self._replicated = replicated(self.mesh)
+        # Allocated straight into their shards; the sampler state is small and every device reads it whole.
+        self.cache = jax.jit(
+            lambda: PagedKVCache.allocate(model.config, num_pages, buckets.page_size, model.dtype),
+            out_shardings=self._cache_shardings,
+        )()
+        self.sampler_state = jax.jit(
+            lambda: SlotSamplingState.allocate(buckets.max_num_seqs, self.vocab_size),
+            out_shardings=self._replicated,
+        )()
         self.full_bitmask = full_bitmask(self.vocab_size)
-        self._jitted = jax.jit(model_step, static_argnums=(0,), donate_argnums=(2, 3))
-        self._init_slot = jax.jit(init_slot, donate_argnums=(0,))
+        self._init_slot = jax.jit(
+            init_slot, donate_argnums=(0,), in_shardings=self._replicated, out_shardings=self._replicated
+        )
         self._compiled: dict[tuple[int, int, int], Any] = {}
         self._compile_lock = threading.Lock()
         self.compile_count = 0
         self.compile_seconds = 0.0  # summed over compiles, which may overlap
         self.warmup_seconds = 0.0  # wall time of warm_up()
         self.frozen = False  # set after warm-up: a new shape is then a bug to report, not to absorb
+        # Across processes, process 0 announces every device call to the others (see engine.multihost).
+        self._followers = LeaderChannel() if jax.process_count() > 1 and is_leader() else None
 
     # Padding tokens sit at a position past any block table's span, so their key/value writes are dropped.
     PAD_POSITION = 1 << 30
@@ -111,12 +128,23 @@ class ModelRunner:
         if self.frozen:
             log.warning("compiling step shape %s after warm-up", key)
         start = time.perf_counter()
-        exe = self._jitted.lower(
-            self.model.graphdef,
-            self.model.state,
-            self.cache,
-            self.sampler_state,
-            self._pack([], key, want_prompt_logprobs=False),
+        inputs = self._pack([], key)
+        # Explicit shardings: weights and cache as placed; batch rows over `data`; sampled results
+        # replicated, so any process can read them.
+        jitted = jax.jit(
+            model_step,
+            static_argnums=(0,),
+            donate_argnums=(2, 3),
+            in_shardings=(
+                self._param_shardings,
+                self._cache_shardings,
+                self._replicated,
+                self._input_shardings(inputs),
+            ),
+            out_shardings=(self._replicated, self._replicated, self._cache_shardings, self._replicated),
+        )
+        exe = jitted.lower(
+            self.model.graphdef, self.model.state, self.cache, self.sampler_state, self._to_device(inputs)
         ).compile()
         elapsed = time.perf_counter() - start
         with self._compile_lock:
@@ -129,7 +157,8 @@ class ModelRunner:
     def warm_up(self) -> None:
         """Compile every bucketed shape now (and the slot initialiser), so serving never compiles."""
         start = time.perf_counter()
-        self.start_sequence(0, SamplingParams(), [0], [])
+        # Every process runs this first call itself (no announcement): followers warm up too.
+        self._run_init_slot(self._slot_rows(0, SamplingParams(), [0], []))
         shapes = [s for s in self.buckets.all_step_shapes() if s not in self._compiled]
         # XLA compiles with the GIL released: a thread per core cut a cold warm-up by ~27% on 2 cores.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -141,8 +170,15 @@ class ModelRunner:
 
     # ---------------------------------------------------------------- host packing
 
+    def _input_shardings(self, inputs: StepInputs) -> Any:
+        return jax.tree.map(lambda leaf: batch_sharding(self.mesh, leaf), inputs)
+
+    def _to_device(self, inputs: StepInputs) -> StepInputs:
+        """A host-packed step onto the mesh."""
+        return jax.tree.map(place, inputs, self._input_shardings(inputs))
+
     def _pack(
-        self, rows: list[RowInput], shape: tuple[int, int, int], *, want_prompt_logprobs: bool
+        self, rows: list[RowInput], shape: tuple[int, int, int], *, want_prompt_logprobs: bool = False
     ) -> StepInputs:
         """Pad `rows` into one step's arrays of `shape`; padding rows feed nothing that lands in the cache."""
         batch, tokens, pages = shape
@@ -176,27 +212,54 @@ class ModelRunner:
             [r.generated for r in rows] + [0] * len(padding),
         )
         return StepInputs(
-            tokens=jnp.asarray(token_ids),
-            positions=jnp.asarray(positions),
-            next_ids=jnp.asarray(next_ids),
-            block_tables=jnp.asarray(block_tables),
-            slots=jnp.asarray(slots),
-            last_index=jnp.asarray(last_index),
-            counted=jnp.asarray(counted),
-            bitmask=jnp.asarray(bitmask),
-            want_prompt_logprobs=jnp.asarray(want_prompt_logprobs),
+            tokens=host_array(token_ids),
+            positions=host_array(positions),
+            next_ids=host_array(next_ids),
+            block_tables=host_array(block_tables),
+            slots=host_array(slots),
+            last_index=host_array(last_index),
+            counted=host_array(counted),
+            bitmask=host_array(bitmask),
+            want_prompt_logprobs=host_array(np.asarray(want_prompt_logprobs)),
             sampling=sampling,
         )
 
     def _run(
         self, rows: list[RowInput], shape: tuple[int, int, int], want_prompt_logprobs: bool
     ) -> tuple[SampleResult, PromptLogprobs]:
+        packed = self._pack(rows, shape, want_prompt_logprobs=want_prompt_logprobs)
+        if self._followers is not None:
+            self._followers.announce(Call.STEP, *shape, int(want_prompt_logprobs))
+            self._followers.share(packed)
+        return self._run_step(shape, packed)
+
+    def _run_step(
+        self, shape: tuple[int, int, int], packed: StepInputs
+    ) -> tuple[SampleResult, PromptLogprobs]:
         exe = self._executable(shape)
-        inputs = self._pack(rows, shape, want_prompt_logprobs=want_prompt_logprobs)
         result, prompt_lp, self.cache, self.sampler_state = exe(
-            self.model.state, self.cache, self.sampler_state, inputs
+            self.model.state, self.cache, self.sampler_state, self._to_device(packed)
         )
         return result, prompt_lp
+
+    def follow_leader(self) -> None:
+        """On a follower process: make every device call process 0 announces, until it stops."""
+
+        def run_step(shape: tuple[int, int, int], _want: bool, payload: Any) -> None:
+            self._run_step(shape, jax.tree.map(host_array, payload))
+
+        follow(
+            self._run_init_slot,
+            lambda: self._slot_rows(0, SamplingParams(), [], []),
+            run_step,
+            lambda shape, want: self._pack([], shape, want_prompt_logprobs=want),
+        )
+
+    def release_followers(self) -> None:
+        """On process 0 at shutdown: let the follower processes exit."""
+        if self._followers is not None:
+            self._followers.announce(Call.STOP)
+            self._followers = None
 
     def state_lost(self) -> bool:
         """Whether the KV cache or sampler state was donated to a call that then failed.
@@ -209,8 +272,8 @@ class ModelRunner:
 
     @staticmethod
     def _row_outputs(result: SampleResult, count: int) -> list[RowOutput]:
-        tokens, logprob, rank = np.asarray(result.tokens), np.asarray(result.logprob), np.asarray(result.rank)
-        top_ids, top_lp = np.asarray(result.top_ids), np.asarray(result.top_logprobs)
+        tokens, logprob, rank = host_copy(result.tokens), host_copy(result.logprob), host_copy(result.rank)
+        top_ids, top_lp = host_copy(result.top_ids), host_copy(result.top_logprobs)
         return [
             RowOutput(int(tokens[i]), float(logprob[i]), int(rank[i]), top_ids[i], top_lp[i])
             for i in range(count)
@@ -222,13 +285,27 @@ class ModelRunner:
         self, slot: int, params: SamplingParams, prompt_ids: list[int], output_ids: list[int]
     ) -> None:
         """A sequence takes `slot`: load its logit bias, prompt-token set and output counts so far."""
+        rows = self._slot_rows(slot, params, prompt_ids, output_ids)
+        if self._followers is not None:
+            self._followers.announce(Call.INIT_SLOT)
+            self._followers.share(rows)
+        self._run_init_slot(rows)
+
+    def _slot_rows(
+        self, slot: int, params: SamplingParams, prompt_ids: list[int], output_ids: list[int]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The host arrays `start_sequence` loads: slot, bias [V], prompt mask [V], output counts [V]."""
         bias = np.zeros((self.vocab_size,), np.float32)
         for token_id, value in params.logit_bias.items():
             bias[token_id] = value
         prompt_mask = np.zeros((self.vocab_size,), np.bool_)
         prompt_mask[np.asarray(prompt_ids, np.int64)] = True
         counts = np.bincount(np.asarray(output_ids, np.int64), minlength=self.vocab_size).astype(np.int32)
-        self.sampler_state = self._init_slot(self.sampler_state, jnp.int32(slot), bias, prompt_mask, counts)
+        return np.asarray(slot, np.int32), bias, prompt_mask, counts
+
+    def _run_init_slot(self, rows: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+        slot, bias, prompt_mask, counts = (place(row, self._replicated) for row in rows)
+        self.sampler_state = self._init_slot(self.sampler_state, slot, bias, prompt_mask, counts)
 
     def prefill_chunk(self, row: RowInput) -> tuple[RowOutput, PromptLogprobRows | None]:
         """Feed one chunk of a sequence's tokens into the cache.
@@ -243,10 +320,10 @@ class ModelRunner:
         prompt_rows = None
         if want:
             prompt_rows = PromptLogprobRows(
-                logprob=np.asarray(prompt_lp.logprob)[0, :n],
-                rank=np.asarray(prompt_lp.rank)[0, :n],
-                top_ids=np.asarray(prompt_lp.top_ids)[0, :n],
-                top_logprobs=np.asarray(prompt_lp.top_logprobs)[0, :n],
+                logprob=host_copy(prompt_lp.logprob)[0, :n],
+                rank=host_copy(prompt_lp.rank)[0, :n],
+                top_ids=host_copy(prompt_lp.top_ids)[0, :n],
+                top_logprobs=host_copy(prompt_lp.top_logprobs)[0, :n],
             )
         return self._row_outputs(result, 1)[0], prompt_rows
 

@@ -77,8 +77,8 @@ class StepInputs:
     positions: jax.Array
     next_ids: jax.Array  # the prompt token after each fed token (for prompt logprobs), 0 elsewhere
     block_tables: (
-        jax.Array
-    )  # the KV-cache pages of each row's sequence; padding and freed entries read page 0
+        jax.Array  # the KV-cache pages of each row's sequence; padding and freed entries read page 0
+    )
     slots: jax.Array  # each row's sampler-state slot; out of range for padding rows (reads 0, writes dropped)
     last_index: jax.Array  # index into T of the token whose logits are sampled
     counted: jax.Array  # bool: the sampled token is real output (False for padding rows, mid-prompt chunks)

@@ -11,11 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from jaxserve.errors import ModelLoadError
 from jaxserve.modeling.checkpoint import GGUFCheckpoint, SafetensorsCheckpoint, open_checkpoint
 from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.decoder import Decoder
+from jaxserve.modeling.sharding import ParallelConfig, param_shardings, place
 from jaxserve.modeling.weight_map import apply_transform, source_for
 
 log = logging.getLogger(__name__)
@@ -53,12 +55,16 @@ class LoadedModel:
     dtype: jnp.dtype
     source_format: str
     load_seconds: float
+    mesh: Mesh
 
 
 def load_model(
-    source: str | Path | GGUFCheckpoint | SafetensorsCheckpoint, dtype: str | None = None
+    source: str | Path | GGUFCheckpoint | SafetensorsCheckpoint,
+    dtype: str | None = None,
+    mesh: Mesh | None = None,
 ) -> LoadedModel:
-    """Load a GGUF file or Hugging Face checkpoint directory (a path, or one already opened) onto the device."""
+    """Load a GGUF file or Hugging Face checkpoint directory (a path, or one already opened) onto `mesh`
+    (default: the first device), each weight straight into its shards."""
     start = time.perf_counter()
     if isinstance(source, GGUFCheckpoint | SafetensorsCheckpoint):
         checkpoint = source
@@ -73,6 +79,8 @@ def load_model(
 
     abstract = nnx.eval_shape(lambda: Decoder(cfg, dtype=jdtype))
     graphdef, abstract_state = nnx.split(abstract)
+    mesh = mesh or ParallelConfig().build_mesh()
+    shardings = dict(nnx.to_flat_state(param_shardings(abstract_state, cfg, mesh)))
     flat = nnx.to_flat_state(abstract_state)
     available = checkpoint.names()
     loaded = []
@@ -94,7 +102,7 @@ def load_model(
             raise ModelLoadError(
                 f"tensor '{name}' has shape {array.shape}, expected {expected} for {param_path}"
             )
-        value = jax.device_put(np.ascontiguousarray(array, dtype=np.dtype(jdtype)))
+        value = place(np.ascontiguousarray(array, dtype=np.dtype(jdtype)), shardings[path_tuple])
         loaded.append((path_tuple, variable.replace(value)))
         if (index + 1) % 50 == 0 or index + 1 == total:
             log.info("loading weights: %d/%d tensors (%.1fs)", index + 1, total, time.perf_counter() - start)
@@ -110,4 +118,4 @@ def load_model(
         dtype_name,
         seconds,
     )
-    return LoadedModel(cfg, graphdef, state, jdtype, checkpoint.format, seconds)
+    return LoadedModel(cfg, graphdef, state, jdtype, checkpoint.format, seconds, mesh)

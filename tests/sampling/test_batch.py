@@ -1,4 +1,4 @@
-"""SamplingBatch.from_params: per-row device arrays, padding rows neutral."""
+"""SamplingBatch.from_params: per-row host arrays, padding rows neutral."""
 
 from __future__ import annotations
 
@@ -41,11 +41,12 @@ def test_rows_carry_each_requests_parameters() -> None:
     assert all(value.shape == (3,) for value in host.values())
 
 
-def test_is_a_pytree_of_arrays() -> None:
+def test_is_a_pytree_of_host_arrays() -> None:
+    """Built on the host: the runner places the whole step on the device mesh, with its sharding, at once."""
     batch = SamplingBatch.from_params([SamplingParams()], [1], [2])
     leaves = jax.tree_util.tree_leaves(batch)
     assert len(leaves) == 10
-    assert all(isinstance(leaf, jax.Array) for leaf in leaves)
+    assert all(isinstance(leaf, np.ndarray) for leaf in leaves)
 
 
 def test_huge_top_k_fits_int32() -> None:
