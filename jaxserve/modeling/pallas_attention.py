@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
+from jax.sharding import PartitionSpec as P
 
 # Masked scores are a large finite negative (as in the reference) so the running maximum stays finite even
 # when a query has seen only masked keys so far; masked probabilities are then zeroed explicitly, so a
@@ -353,3 +354,53 @@ def _attention_kernel(
     total = sum_ref[...]
     # Rows that saw no visible key (padding) have sum 0 and accumulator 0: divide by 1 to output zeros.
     out_ref[...] = (acc_ref[...] / jnp.where(total > 0, total, 1.0)).astype(out_ref.dtype)
+
+
+def sharded_ragged_paged_attention(
+    mesh: jax.sharding.Mesh,
+    q: jax.Array,
+    layer_cache: tuple[jax.Array, jax.Array],
+    block_tables: jax.Array,
+    positions: jax.Array,
+    sliding_window: int | None,
+    *,
+    scale: float | None = None,
+    logit_softcap: float | None = None,
+    interpret: bool = False,
+) -> jax.Array:
+    """`ragged_paged_attention` on a mesh with a "model" (tensor-parallel) axis.
+
+    GSPMD cannot partition a pallas_call, so the kernel runs per device under shard_map: when the KV heads
+    split evenly over "model", each device attends with its own KV heads (and their G query heads) over its
+    slice of the cache, with no communication; otherwise every input is replicated over the mesh and each
+    device computes the whole result (the cache is replicated in that layout anyway). Block tables and
+    positions are always replicated: every head needs every row's pages.
+    """
+    heads_split = q.shape[2] % mesh.shape["model"] == 0
+    q_spec = P(None, None, "model", None, None) if heads_split else P()
+    cache_spec = P(None, None, "model", None) if heads_split else P()
+
+    def attend_local(
+        q: jax.Array, keys: jax.Array, values: jax.Array, block_tables: jax.Array, positions: jax.Array
+    ) -> jax.Array:
+        return ragged_paged_attention(
+            q,
+            (keys, values),
+            block_tables,
+            positions,
+            sliding_window,
+            scale=scale,
+            logit_softcap=logit_softcap,
+            interpret=interpret,
+        )
+
+    sharded = jax.shard_map(
+        attend_local,
+        mesh=mesh,
+        in_specs=(q_spec, cache_spec, cache_spec, P(), P()),
+        out_specs=q_spec,
+        # With check_vma, pallas_call would need each out_shape to say how it varies over the mesh axes;
+        # the specs above already state that, once.
+        check_vma=False,
+    )
+    return sharded(q, layer_cache[0], layer_cache[1], block_tables, positions)
