@@ -212,7 +212,9 @@ def ragged_paged_attention(
         kernel,
         grid_spec=grid_spec,
         out_shape=jax.ShapeDtypeStruct(q_rows.shape, q.dtype),
-        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "arbitrary")),
+        # No state crosses grid steps (the softmax state is reset per step), so every axis may be split
+        # across TensorCores.
+        compiler_params=pltpu.CompilerParams(dimension_semantics=("parallel", "parallel", "parallel")),
         interpret=interpret,
     )(
         block_tables.astype(jnp.int32).reshape(-1),  # flat: 2-D SMEM arrays pad their last dim to 128
