@@ -1,8 +1,9 @@
-"""Attention over a paged KV cache: the reference pure-JAX implementation.
+"""Attention over a paged KV cache: the dispatcher and the reference pure-JAX implementation.
 
-`paged_attention` is the one seam a device kernel (a Pallas ragged paged-attention kernel on TPU/GPU)
-replaces: same arguments, same result. This version gathers each row's pages into a contiguous
-[B, S, K, H] view and runs dense masked attention over it, which is what XLA:CPU does well.
+`paged_attention` is the one seam the model calls. It runs either `reference_paged_attention` (here) or the
+Pallas ragged paged-attention kernel (jaxserve.modeling.pallas_attention): same arguments, same result.
+The reference gathers each row's pages into a contiguous [B, S, K, H] view and runs dense masked attention
+over it, which is what XLA:CPU does well; it is also the kernel's test oracle.
 
 Dimension letters: B rows, T query tokens per row, S = P * page_size key positions, K key/value heads,
 G query heads per KV head, H head width.
@@ -10,10 +11,19 @@ G query heads per KV head, H head width.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import jax
 import jax.numpy as jnp
 
+from jaxserve.modeling import pallas_attention
 from jaxserve.modeling.kv_cache import gather_pages
+
+AttentionImpl = Literal["auto", "reference", "pallas", "pallas_interpret"]
+"""Which attention implementation runs: "auto" picks the Pallas kernel on TPU when it takes the shapes and the
+reference otherwise; "pallas_interpret" runs the kernel through the Pallas interpreter (any backend; tests)."""
+
+ATTENTION_IMPLS: tuple[str, ...] = get_args(AttentionImpl)
 
 # Masked scores use a large finite negative rather than -inf: a fully masked row (a padding query) then
 # yields a uniform softmax instead of NaNs that could leak through later arithmetic.
@@ -21,6 +31,35 @@ MASK_VALUE = -1e30
 
 
 def paged_attention(
+    q: jax.Array,
+    layer_cache: tuple[jax.Array, jax.Array],
+    block_tables: jax.Array,
+    positions: jax.Array,
+    sliding_window: int | None,
+    *,
+    scale: float | None = None,
+    logit_softcap: float | None = None,
+    impl: AttentionImpl = "auto",
+) -> jax.Array:
+    """Causal paged attention (see `reference_paged_attention` for the semantics) by the implementation
+    `impl` names. Chosen at trace time from static shapes and the backend, so it costs nothing per step."""
+    args = (q, layer_cache, block_tables, positions, sliding_window)
+    if impl == "reference" or (
+        impl == "auto" and (jax.default_backend() != "tpu" or not pallas_attention.supports(q, layer_cache))
+    ):
+        return reference_paged_attention(*args, scale=scale, logit_softcap=logit_softcap)
+    if impl == "pallas":
+        reason = pallas_attention.unsupported_reason(q, layer_cache)
+        if reason is not None:
+            raise ValueError(f"the Pallas attention kernel cannot take these shapes: {reason}")
+    elif impl not in ("auto", "pallas_interpret"):
+        raise ValueError(f"unknown attention implementation {impl!r}; expected one of {ATTENTION_IMPLS}")
+    return pallas_attention.ragged_paged_attention(
+        *args, scale=scale, logit_softcap=logit_softcap, interpret=impl == "pallas_interpret"
+    )
+
+
+def reference_paged_attention(
     q: jax.Array,
     layer_cache: tuple[jax.Array, jax.Array],
     block_tables: jax.Array,

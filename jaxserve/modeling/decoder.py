@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxserve.modeling.attention import paged_attention
+from jaxserve.modeling.attention import ATTENTION_IMPLS, AttentionImpl, paged_attention
 from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.kv_cache import PagedKVCache, write_pages
 from jaxserve.modeling.rope import apply_rotary, inverse_frequencies
@@ -82,8 +82,16 @@ class Attention(nnx.Module):
     layer has one)."""
 
     def __init__(
-        self, cfg: ModelConfig, sliding_window: int | None, *, dtype: jnp.dtype, rngs: nnx.Rngs | None
+        self,
+        cfg: ModelConfig,
+        sliding_window: int | None,
+        *,
+        dtype: jnp.dtype,
+        rngs: nnx.Rngs | None,
+        attention_impl: AttentionImpl = "auto",
     ):
+        if attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"attention_impl {attention_impl!r} is not one of {ATTENTION_IMPLS}")
         d = cfg.hidden_size
         self.q_proj = _param(rngs, (d, cfg.q_size), ("embed", "q_heads"), dtype, "normal")
         self.k_proj = _param(rngs, (d, cfg.kv_size), ("embed", "kv_heads"), dtype, "normal")
@@ -98,6 +106,7 @@ class Attention(nnx.Module):
             self.k_norm = _norm(cfg, cfg.head_dim, "head_dim", dtype, rngs)
         self.cfg = cfg
         self.sliding_window = sliding_window
+        self.attention_impl = attention_impl
 
     def __call__(
         self,
@@ -137,6 +146,7 @@ class Attention(nnx.Module):
             self.sliding_window,
             scale=cfg.attention_scale,
             logit_softcap=cfg.attn_logit_softcap,
+            impl=self.attention_impl,
         )
         out = out.reshape(b, t, cfg.q_size)
         return out @ self.o_proj[...], layer_cache
@@ -171,10 +181,20 @@ class DecoderLayer(nnx.Module):
     x + norm(attn(norm(x))), then + norm(mlp(norm(x))).
     """
 
-    def __init__(self, cfg: ModelConfig, layer: int, *, dtype: jnp.dtype, rngs: nnx.Rngs | None):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        layer: int,
+        *,
+        dtype: jnp.dtype,
+        rngs: nnx.Rngs | None,
+        attention_impl: AttentionImpl = "auto",
+    ):
         d = cfg.hidden_size
         self.input_norm = _norm(cfg, d, "embed", dtype, rngs)
-        self.attn = Attention(cfg, cfg.layer_window(layer), dtype=dtype, rngs=rngs)
+        self.attn = Attention(
+            cfg, cfg.layer_window(layer), dtype=dtype, rngs=rngs, attention_impl=attention_impl
+        )
         self.pre_mlp_norm = _norm(cfg, d, "embed", dtype, rngs)
         self.mlp = MLP(cfg, dtype=dtype, rngs=rngs)
         self.post_norms = cfg.post_norms
@@ -201,14 +221,30 @@ class DecoderLayer(nnx.Module):
 
 
 class Decoder(nnx.Module):
-    """Token embeddings, the layer stack, the final norm and the LM head."""
+    """Token embeddings, the layer stack, the final norm and the LM head.
 
-    def __init__(self, cfg: ModelConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs | None = None):
+    `attention_impl` picks the paged-attention implementation of every layer (see AttentionImpl); it is
+    part of the graph definition, not a weight, so a loaded state merges into either choice.
+    """
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        dtype: jnp.dtype = jnp.float32,
+        rngs: nnx.Rngs | None = None,
+        attention_impl: AttentionImpl = "auto",
+    ):
         self.cfg = cfg
         self.embedding = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), dtype, "normal")
         # A Python list of layers (unrolled at trace time) rather than a scan over stacked weights:
         # measured ~20% faster per decode step on XLA:CPU, and each layer's cache stays its own buffer.
-        self.layers = nnx.List([DecoderLayer(cfg, i, dtype=dtype, rngs=rngs) for i in range(cfg.num_layers)])
+        self.layers = nnx.List(
+            [
+                DecoderLayer(cfg, i, dtype=dtype, rngs=rngs, attention_impl=attention_impl)
+                for i in range(cfg.num_layers)
+            ]
+        )
         self.final_norm = _norm(cfg, cfg.hidden_size, "embed", dtype, rngs)
         if not cfg.tie_word_embeddings:
             self.lm_head = _param(
