@@ -66,6 +66,12 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="join a multi-host cluster that JAX detects itself (Cloud TPU pod slices); process 0 serves HTTP",
     )
+    p.add_argument(
+        "--attention-impl",
+        choices=["auto", "reference", "pallas"],
+        default="auto",
+        help="paged attention: auto = the Pallas kernel on TPU, the pure-JAX reference elsewhere",
+    )
     p.add_argument("--coordinator-address", help="multi-host: HOST:PORT of process 0's coordinator")
     p.add_argument("--num-processes", type=int, help="multi-host: how many processes (hosts) in all")
     p.add_argument("--process-id", type=int, help="multi-host: this process's index, 0 serves HTTP")
@@ -329,6 +335,7 @@ def serve(args: argparse.Namespace) -> int:
         chat_template_limits=template_limits,
         parallel=parallel,
         distributed=distributed,
+        attention_impl=args.attention_impl,
     )
     started = time.perf_counter()
     return run_server(options, started)

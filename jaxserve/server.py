@@ -22,6 +22,7 @@ from jaxserve.engine.runner import ModelRunner
 from jaxserve.errors import ModelLoadError
 from jaxserve.http.app import build_app
 from jaxserve.http.parser_settings import ParserSettings
+from jaxserve.modeling.attention import AttentionImpl
 from jaxserve.modeling.checkpoint import GGUFCheckpoint, open_checkpoint
 from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.default_model import DEFAULT_SERVED_NAME, default_model_path
@@ -62,6 +63,7 @@ class ServerOptions:
     chat_template_limits: SandboxLimits = SandboxLimits()
     parallel: ParallelConfig = ParallelConfig()
     distributed: DistributedConfig = DistributedConfig()
+    attention_impl: AttentionImpl = "auto"
 
 
 def _enable_compilation_cache(directory: str) -> None:
@@ -107,7 +109,7 @@ def build_runner(options: ServerOptions) -> tuple[ModelRunner, Path, GGUFCheckpo
         mesh = options.parallel.build_mesh()
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc
-    model = load_model(checkpoint, options.dtype, mesh=mesh)
+    model = load_model(checkpoint, options.dtype, mesh=mesh, attention_impl=options.attention_impl)
     max_model_len = resolve_max_model_len(model.config, options.max_model_len)
     try:
         buckets = BucketConfig(

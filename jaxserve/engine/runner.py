@@ -143,9 +143,11 @@ class ModelRunner:
             ),
             out_shardings=(self._replicated, self._replicated, self._cache_shardings, self._replicated),
         )
-        exe = jitted.lower(
-            self.model.graphdef, self.model.state, self.cache, self.sampler_state, self._to_device(inputs)
-        ).compile()
+        with jax.set_mesh(self.mesh):  # the mesh model code may ask for (the Pallas kernel's shard_map)
+            lowered = jitted.lower(
+                self.model.graphdef, self.model.state, self.cache, self.sampler_state, self._to_device(inputs)
+            )
+        exe = lowered.compile()
         elapsed = time.perf_counter() - start
         with self._compile_lock:
             self.compile_count += 1

@@ -54,8 +54,16 @@ def paged_attention(
             raise ValueError(f"the Pallas attention kernel cannot take these shapes: {reason}")
     elif impl not in ("auto", "pallas_interpret"):
         raise ValueError(f"unknown attention implementation {impl!r}; expected one of {ATTENTION_IMPLS}")
+    interpret = impl == "pallas_interpret"
+    # A pallas_call cannot be split by GSPMD: on a multi-device mesh (the one the runner traces under) the
+    # kernel runs per device under shard_map.
+    mesh = jax.sharding.get_abstract_mesh()
+    if not mesh.empty and mesh.size > 1:
+        return pallas_attention.sharded_ragged_paged_attention(
+            mesh, *args, scale=scale, logit_softcap=logit_softcap, interpret=interpret
+        )
     return pallas_attention.ragged_paged_attention(
-        *args, scale=scale, logit_softcap=logit_softcap, interpret=impl == "pallas_interpret"
+        *args, scale=scale, logit_softcap=logit_softcap, interpret=interpret
     )
 
 

@@ -14,6 +14,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxserve.errors import ModelLoadError
+from jaxserve.modeling.attention import AttentionImpl
 from jaxserve.modeling.checkpoint import GGUFCheckpoint, SafetensorsCheckpoint, open_checkpoint
 from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.decoder import Decoder
@@ -62,6 +63,7 @@ def load_model(
     source: str | Path | GGUFCheckpoint | SafetensorsCheckpoint,
     dtype: str | None = None,
     mesh: Mesh | None = None,
+    attention_impl: AttentionImpl = "auto",
 ) -> LoadedModel:
     """Load a GGUF file or Hugging Face checkpoint directory (a path, or one already opened) onto `mesh`
     (default: the first device), each weight straight into its shards."""
@@ -77,7 +79,7 @@ def load_model(
         raise ModelLoadError(f"dtype '{dtype_name}' is not supported (supported: {', '.join(DTYPES)})")
     jdtype = DTYPES[dtype_name]
 
-    abstract = nnx.eval_shape(lambda: Decoder(cfg, dtype=jdtype))
+    abstract = nnx.eval_shape(lambda: Decoder(cfg, dtype=jdtype, attention_impl=attention_impl))
     graphdef, abstract_state = nnx.split(abstract)
     mesh = mesh or ParallelConfig().build_mesh()
     shardings = dict(nnx.to_flat_state(param_shardings(abstract_state, cfg, mesh)))

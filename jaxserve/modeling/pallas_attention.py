@@ -359,7 +359,7 @@ def _attention_kernel(
 
 
 def sharded_ragged_paged_attention(
-    mesh: jax.sharding.Mesh,
+    mesh: jax.sharding.Mesh | jax.sharding.AbstractMesh,
     q: jax.Array,
     layer_cache: tuple[jax.Array, jax.Array],
     block_tables: jax.Array,
