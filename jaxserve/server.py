@@ -17,7 +17,7 @@ from jaxserve.engine.async_engine import AsyncEngine
 from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.compilations import CompilationCounter
 from jaxserve.engine.kv_memory import free_device_bytes, num_kv_pages, parse_size
-from jaxserve.engine.multihost import DistributedConfig, is_leader
+from jaxserve.engine.multihost import DistributedConfig, agree_on_minimum, is_leader
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.errors import ModelLoadError
 from jaxserve.http.app import build_app
@@ -118,8 +118,8 @@ def build_runner(options: ServerOptions) -> tuple[ModelRunner, Path, GGUFCheckpo
             page_size=options.block_size,
             max_num_batched_tokens=options.max_num_batched_tokens,
         )
-        num_pages = _kv_cache_pages(
-            options, model.config, model.dtype, buckets, kv_cache_shards(model.config, mesh)
+        num_pages = agree_on_minimum(
+            _kv_cache_pages(options, model.config, model.dtype, buckets, kv_cache_shards(model.config, mesh))
         )
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc

@@ -39,9 +39,9 @@ def host_available_bytes() -> int:
 
 
 def free_device_bytes(fraction: float) -> int:
-    """`fraction` of the first device's memory minus what is already in use (weights, mostly), or on a
-    CPU backend (no memory stats) `fraction` of the host's available memory."""
-    stats = jax.devices()[0].memory_stats()
+    """`fraction` of this process's first device's memory minus what is already in use (weights, mostly),
+    or on a CPU backend (no memory stats) `fraction` of the host's available memory."""
+    stats = jax.local_devices()[0].memory_stats()
     if stats and "bytes_limit" in stats:
         return int(fraction * stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
     return int(fraction * host_available_bytes())

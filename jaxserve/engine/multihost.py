@@ -81,6 +81,14 @@ def host_copy(array: jax.Array) -> np.ndarray:
     return np.asarray(array.addressable_data(0))
 
 
+def agree_on_minimum(value: int) -> int:
+    """The smallest of every process's `value` (e.g. KV pages that fit its devices' free memory): shapes
+    of sharded arrays must be the same in every process."""
+    if jax.process_count() == 1:
+        return value
+    return int(np.min(multihost_utils.process_allgather(np.asarray(value, np.int64))))
+
+
 class Call(enum.IntEnum):
     """What the leader asks the followers to run next."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import _wait_healthy, free_port
+from tests.e2e.conftest import free_port, wait_healthy
 
 
 def start_server(tmp_path: Path, shutdown_timeout: int) -> tuple[subprocess.Popen[bytes], str, Path]:
@@ -29,7 +29,7 @@ def start_server(tmp_path: Path, shutdown_timeout: int) -> tuple[subprocess.Pope
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log_path)
+        wait_healthy(url, proc, log_path)
     except BaseException:
         proc.kill()
         raise
