@@ -144,6 +144,11 @@ def test_compiled_steps_never_all_gather_a_whole_weight(llama3_dir: Path, tp: in
         }
         assert not gathered & split, f"step {shape} gathers weights of shapes {gathered & split}"
         assert "all-reduce" in text  # the per-layer reductions over the model axis are there
+        # outputs: the cache comes back laid out as it went in (donation reuses its buffers); the
+        # sampled results are replicated on purpose, for any process to read
+        _, _, cache_out, _ = runner._executable(shape).output_shardings
+        pool = runner.cache.layers[0][0].sharding
+        assert all(s.is_equivalent_to(pool, 4) for s in jax.tree.leaves(cache_out))
 
 
 def test_one_device_mesh_places_everything_on_the_first_device(llama3_dir: Path) -> None:
