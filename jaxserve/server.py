@@ -26,6 +26,7 @@ from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.default_model import DEFAULT_SERVED_NAME, default_model_path
 from jaxserve.modeling.kv_cache import page_bytes
 from jaxserve.modeling.loader import load_model, resolve_max_model_len
+from jaxserve.modeling.quantization import resolve_quantization
 from jaxserve.modeling.template_sandbox import SandboxLimits, TemplateSandbox
 from jaxserve.modeling.tokenizer import Tokenizer
 
@@ -39,6 +40,7 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     dtype: str | None = None
+    quantization: str | None = None  # "int8" (QUANTIZATION_CHOICES) or None
     max_model_len: int | None = None
     max_num_seqs: int = 8
     max_num_batched_tokens: int = 512
@@ -102,7 +104,10 @@ def build_engine(options: ServerOptions) -> tuple[AsyncEngine, list[str]]:
     else:
         tokenizer = Tokenizer.from_path(model_path)
     tokenizer.use_template_sandbox(TemplateSandbox(options.chat_template_limits))
-    model = load_model(checkpoint, options.dtype)
+    quantization = resolve_quantization(options.quantization)
+    if quantization is not None:
+        log.info("quantization: int8 %s on %s", quantization.method, jax.default_backend())
+    model = load_model(checkpoint, options.dtype, quantization)
     max_model_len = resolve_max_model_len(model.config, options.max_model_len)
     try:
         buckets = BucketConfig(
