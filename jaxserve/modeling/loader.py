@@ -119,7 +119,8 @@ def load_model(
             log.info("loading weights: %d/%d tensors (%.1fs)", index + 1, total, time.perf_counter() - start)
     state = nnx.from_flat_state(loaded)
     seconds = time.perf_counter() - start
-    n_params = sum(int(np.prod(v.shape)) for _, v in flat)
+    # The checkpoint's parameters: a derived int8 head (tied embeddings) and the scales are not counted.
+    n_params = sum(int(np.prod(v.shape)) for p, v in flat if p[0] != "tied_lm_head" and p[-1] != "scale")
     weight_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for _, v in flat)
     log.info(
         "loaded %s (%s, %d layers, %.1fM parameters, %s, %s, %.0f MiB of weights) in %.1fs",
