@@ -27,6 +27,7 @@ from prefilled_runner import prefilled_runner  # a sibling module: these scripts
 from jaxserve.engine.runner import RowInput
 from jaxserve.modeling.default_model import default_model_path
 from jaxserve.modeling.loader import load_model
+from jaxserve.modeling.quantization import QUANTIZATION_CHOICES, resolve_quantization
 from jaxserve.sampling.params import SamplingParams
 
 SUFFIX = re.compile(r"[._]\d+$")
@@ -65,13 +66,16 @@ def main() -> None:
     )
     parser.add_argument("--model", default=None)
     parser.add_argument("--dtype", default=None)
+    parser.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default=None)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
 
-    model = load_model(args.model or default_model_path(), args.dtype)
+    model = load_model(
+        args.model or default_model_path(), args.dtype, resolve_quantization(args.quantization)
+    )
     greedy = SamplingParams(temperature=0.0)
     prompt = [(17 * i + 3) % model.config.vocab_size for i in range(args.context)]
     runner, tables = prefilled_runner(model, args.batch, 1024, prompt, greedy)

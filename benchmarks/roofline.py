@@ -28,6 +28,7 @@ from prefilled_runner import prefilled_runner  # a sibling module: these scripts
 from jaxserve.engine.runner import RowInput
 from jaxserve.modeling.default_model import default_model_path
 from jaxserve.modeling.loader import load_model
+from jaxserve.modeling.quantization import QUANTIZATION_CHOICES, resolve_quantization
 from jaxserve.sampling.params import SamplingParams
 
 BANDWIDTH_BYTES = 1 << 30
@@ -67,6 +68,7 @@ def main() -> None:
     )
     parser.add_argument("--model", default=None)
     parser.add_argument("--dtype", default=None)
+    parser.add_argument("--quantization", choices=QUANTIZATION_CHOICES, default=None)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--context", type=int, default=128, help="prompt tokens already in each slot's cache")
@@ -78,12 +80,15 @@ def main() -> None:
     print(f"read bandwidth   {bandwidth / 1e9:8.1f} GB/s")
     print(f"matmul float32   {flops / 1e9:8.1f} GFLOP/s")
 
-    model = load_model(args.model or default_model_path(), args.dtype)
+    model = load_model(
+        args.model or default_model_path(), args.dtype, resolve_quantization(args.quantization)
+    )
     leaves = jax.tree.leaves(model.state)
     weight_bytes = sum(int(np.prod(leaf.shape)) * leaf.dtype.itemsize for leaf in leaves)
     params = sum(int(np.prod(leaf.shape)) for leaf in leaves)
     print(
         f"model            {params / 1e6:8.1f} M parameters, {weight_bytes / 2**20:.0f} MiB as {model.dtype.__name__}"
+        + (f", int8 {model.quantization.method}" if model.quantization else "")
     )
 
     greedy = SamplingParams(temperature=0.0)

@@ -26,6 +26,16 @@ def _add_dtype_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_quantization_arg(p: argparse.ArgumentParser) -> None:
+    """--quantization, as `serve` and `inspect` both take it (jaxserve.modeling.quantization's
+    QUANTIZATION_CHOICES, spelled out here so that `--help` does not import JAX)."""
+    p.add_argument(
+        "--quantization",
+        choices=["int8"],
+        help="int8 weights with per-channel scales: W8A8 on CPU, weight-only on TPU/GPU (default: none)",
+    )
+
+
 def _add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model", help="GGUF file or Hugging Face checkpoint directory (default: embedded SmolLM2)"
@@ -36,6 +46,7 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     _add_dtype_arg(p)
+    _add_quantization_arg(p)
     p.add_argument(
         "--max-model-len",
         type=int,
@@ -244,6 +255,7 @@ def _add_inspect_args(p: argparse.ArgumentParser) -> None:
         "model", nargs="?", help="GGUF file or Hugging Face checkpoint directory (default: embedded SmolLM2)"
     )
     _add_dtype_arg(p)
+    _add_quantization_arg(p)
     p.add_argument("--max-model-len", type=int, help="context to size the KV cache for (default: as serve)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -257,7 +269,7 @@ def inspect(args: argparse.Namespace) -> int:
     from jaxserve.modeling.summary import format_summary, summarize
 
     path = Path(args.model).expanduser() if args.model else default_model_path()
-    summary = summarize(path, args.dtype, args.max_model_len)
+    summary = summarize(path, args.dtype, args.max_model_len, args.quantization)
     if args.json:
         print(json.dumps(summary.to_json(), indent=2))
     else:
@@ -314,6 +326,7 @@ def serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         dtype=args.dtype,
+        quantization=args.quantization,
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,

@@ -28,6 +28,7 @@ from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.default_model import DEFAULT_SERVED_NAME, default_model_path
 from jaxserve.modeling.kv_cache import page_bytes
 from jaxserve.modeling.loader import load_model, resolve_max_model_len
+from jaxserve.modeling.quantization import resolve_quantization
 from jaxserve.modeling.sharding import ParallelConfig, kv_cache_shards
 from jaxserve.modeling.template_sandbox import SandboxLimits, TemplateSandbox
 from jaxserve.modeling.tokenizer import Tokenizer
@@ -42,6 +43,7 @@ class ServerOptions:
     host: str = "127.0.0.1"
     port: int = 8000
     dtype: str | None = None
+    quantization: str | None = None  # "int8" (QUANTIZATION_CHOICES) or None
     max_model_len: int | None = None
     max_num_seqs: int = 8
     max_num_batched_tokens: int = 512
@@ -109,7 +111,12 @@ def build_runner(options: ServerOptions) -> tuple[ModelRunner, Path, GGUFCheckpo
         mesh = options.parallel.build_mesh()
     except ValueError as exc:
         raise ModelLoadError(str(exc)) from exc
-    model = load_model(checkpoint, options.dtype, mesh=mesh, attention_impl=options.attention_impl)
+    quantization = resolve_quantization(options.quantization)
+    if quantization is not None:
+        log.info("quantization: int8 %s on %s", quantization.method, jax.default_backend())
+    model = load_model(
+        checkpoint, options.dtype, quantization, mesh=mesh, attention_impl=options.attention_impl
+    )
     max_model_len = resolve_max_model_len(model.config, options.max_model_len)
     try:
         buckets = BucketConfig(

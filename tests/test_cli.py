@@ -60,3 +60,14 @@ def test_request_timeout_reaches_the_server_options(monkeypatch: pytest.MonkeyPa
 def test_a_non_positive_request_timeout_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     status, options = served_options(monkeypatch, "--request-timeout", "0")
     assert status == 2 and options is None
+
+
+def test_quantization_reaches_the_server_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert served_options(monkeypatch)[1].quantization is None
+    status, options = served_options(monkeypatch, "--quantization", "int8", "--dtype", "bfloat16")
+    assert status == 0 and options.quantization == "int8" and options.dtype == "bfloat16"
+
+
+def test_unknown_quantization_is_refused_by_argparse() -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--quantization", "int4"])

@@ -34,6 +34,23 @@ def test_inspect_json_of_a_tiny_gemma3_checkpoint(tmp_path: Path, capsys: pytest
     assert "<|assistant|>" in report["chat_template"]
 
 
+def test_inspect_counts_int8_weight_memory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    directory = write_sentencepiece_tokenizer(write_tiny_checkpoint("gemma3", tmp_path))
+    assert cli.main(["inspect", str(directory), "--json", "--quantization", "int8"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    weights = tiny_weights("gemma3")
+    # Projections ([out, in] in the checkpoint): int8 kernel + a float32 scale per output; the rest float32;
+    # and, the embeddings being tied, an int8 LM head with its scales besides the float embedding.
+    expected = sum(
+        w.size + 4 * w.shape[0] if name.endswith("_proj.weight") else 4 * w.size
+        for name, w in weights.items()
+    )
+    vocab, width = weights["model.embed_tokens.weight"].shape
+    assert report["quantization"] == "int8"
+    assert report["weight_bytes"] == expected + vocab * width + 4 * vocab
+    assert report["parameter_count"] == sum(int(np.prod(w.shape)) for w in weights.values())
+
+
 def test_inspect_text_of_the_default_model(capsys: pytest.CaptureFixture[str]) -> None:
     import gguf
 

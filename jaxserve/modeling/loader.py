@@ -18,8 +18,9 @@ from jaxserve.modeling.attention import AttentionImpl
 from jaxserve.modeling.checkpoint import GGUFCheckpoint, SafetensorsCheckpoint, open_checkpoint
 from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.decoder import Decoder
+from jaxserve.modeling.quantization import Quantization, quantize_per_channel
 from jaxserve.modeling.sharding import ParallelConfig, param_shardings, place
-from jaxserve.modeling.weight_map import apply_transform, source_for
+from jaxserve.modeling.weight_map import QUANTIZED_PARTS, apply_transform, source_for
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,21 @@ class LoadedModel:
     source_format: str
     load_seconds: float
     mesh: Mesh
+    quantization: Quantization | None = None
 
 
 def load_model(
     source: str | Path | GGUFCheckpoint | SafetensorsCheckpoint,
     dtype: str | None = None,
+    quantization: Quantization | None = None,
     mesh: Mesh | None = None,
     attention_impl: AttentionImpl = "auto",
 ) -> LoadedModel:
     """Load a GGUF file or Hugging Face checkpoint directory (a path, or one already opened) onto `mesh`
-    (default: the first device), each weight straight into its shards."""
+    (default: the first device), each weight straight into its shards.
+
+    With `quantization` each projection's float tensor is quantized to int8 on the host and only the int8
+    kernel and its scales are placed on the devices."""
     start = time.perf_counter()
     if isinstance(source, GGUFCheckpoint | SafetensorsCheckpoint):
         checkpoint = source
@@ -79,7 +85,9 @@ def load_model(
         raise ModelLoadError(f"dtype '{dtype_name}' is not supported (supported: {', '.join(DTYPES)})")
     jdtype = DTYPES[dtype_name]
 
-    abstract = nnx.eval_shape(lambda: Decoder(cfg, dtype=jdtype, attention_impl=attention_impl))
+    abstract = nnx.eval_shape(
+        lambda: Decoder(cfg, dtype=jdtype, quantization=quantization, attention_impl=attention_impl)
+    )
     graphdef, abstract_state = nnx.split(abstract)
     mesh = mesh or ParallelConfig().build_mesh()
     shardings = dict(nnx.to_flat_state(param_shardings(abstract_state, cfg, mesh)))
@@ -87,9 +95,12 @@ def load_model(
     available = checkpoint.names()
     loaded = []
     total = len(flat)
+    # An int8 projection's kernel and scale are adjacent in the flat state and come from one tensor:
+    # quantize it once for both (one entry, so at most one float tensor is held on the host).
+    quantized: tuple[str, tuple[np.ndarray, np.ndarray]] | None = None
     for index, (path_tuple, variable) in enumerate(flat):
         param_path = ".".join(str(p) for p in path_tuple)
-        row, layer = source_for(param_path)
+        row, layer, part = source_for(param_path)
         name = row.hf_name if checkpoint.format == "hf" else row.gguf_name
         transform = row.hf_transform if checkpoint.format == "hf" else row.gguf_transform
         if layer is not None:
@@ -98,26 +109,39 @@ def load_model(
             name = row.hf_alias.replace("{i}", str(layer))
         if name not in available:
             raise ModelLoadError(f"checkpoint {path} lacks tensor '{name}' (needed for {param_path})")
-        array = apply_transform(checkpoint.tensor(name), transform, cfg)
+        if part is None:
+            array = apply_transform(checkpoint.tensor(name), transform, cfg)
+        else:
+            if quantized is None or quantized[0] != name:
+                quantized = (
+                    name,
+                    quantize_per_channel(apply_transform(checkpoint.tensor(name), transform, cfg)),
+                )
+            array = quantized[1][QUANTIZED_PARTS[part]]
         expected = tuple(variable.shape)
         if array.shape != expected:
             raise ModelLoadError(
                 f"tensor '{name}' has shape {array.shape}, expected {expected} for {param_path}"
             )
-        value = place(np.ascontiguousarray(array, dtype=np.dtype(jdtype)), shardings[path_tuple])
+        # The parameter's own dtype: the model dtype, or int8 / float32 for a quantized kernel / scale.
+        value = place(np.ascontiguousarray(array, dtype=np.dtype(variable.dtype)), shardings[path_tuple])
         loaded.append((path_tuple, variable.replace(value)))
         if (index + 1) % 50 == 0 or index + 1 == total:
             log.info("loading weights: %d/%d tensors (%.1fs)", index + 1, total, time.perf_counter() - start)
     state = nnx.from_flat_state(loaded)
     seconds = time.perf_counter() - start
-    n_params = sum(int(np.prod(v.shape)) for _, v in flat)
+    # The checkpoint's parameters: a derived int8 head (tied embeddings) and the scales are not counted.
+    n_params = sum(int(np.prod(v.shape)) for p, v in flat if p[0] != "tied_lm_head" and p[-1] != "scale")
+    weight_bytes = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for _, v in flat)
     log.info(
-        "loaded %s (%s, %d layers, %.1fM parameters, %s) in %.1fs",
+        "loaded %s (%s, %d layers, %.1fM parameters, %s, %s, %.0f MiB of weights) in %.1fs",
         path.name,
         cfg.architecture,
         cfg.num_layers,
         n_params / 1e6,
         dtype_name,
+        f"int8 {quantization.method}" if quantization else "not quantized",
+        weight_bytes / 2**20,
         seconds,
     )
-    return LoadedModel(cfg, graphdef, state, jdtype, checkpoint.format, seconds, mesh)
+    return LoadedModel(cfg, graphdef, state, jdtype, checkpoint.format, seconds, mesh, quantization)

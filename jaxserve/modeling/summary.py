@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -17,12 +16,14 @@ from jaxserve.modeling.checkpoint import GGUFCheckpoint, open_checkpoint
 from jaxserve.modeling.decoder import Decoder
 from jaxserve.modeling.kv_cache import page_bytes
 from jaxserve.modeling.loader import DTYPES, default_dtype, resolve_max_model_len
+from jaxserve.modeling.quantization import resolve_quantization
 from jaxserve.modeling.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
 class ModelSummary:
-    """The facts `jaxserve inspect` prints; `weight_bytes` is the dequantised in-memory size in `dtype`."""
+    """The facts `jaxserve inspect` prints; `weight_bytes` is the dequantised in-memory size in `dtype`, or
+    with `quantization` the size of the int8 kernels, their float32 scales and the float rest."""
 
     path: str
     source_format: str
@@ -31,6 +32,7 @@ class ModelSummary:
     parameter_count: int
     platform: str
     dtype: str
+    quantization: str | None
     weight_bytes: int
     kv_bytes_per_token: int
     max_model_len: int
@@ -41,7 +43,9 @@ class ModelSummary:
         return dataclasses.asdict(self)
 
 
-def summarize(path: Path, dtype: str | None = None, max_model_len: int | None = None) -> ModelSummary:
+def summarize(
+    path: Path, dtype: str | None = None, max_model_len: int | None = None, quantization: str | None = None
+) -> ModelSummary:
     """Open a GGUF file or HF directory and describe it; only metadata and shapes are read."""
     checkpoint = open_checkpoint(path)
     cfg = checkpoint.config
@@ -50,6 +54,13 @@ def summarize(path: Path, dtype: str | None = None, max_model_len: int | None = 
     abstract = nnx.eval_shape(lambda: Decoder(cfg, dtype=jdtype))
     shapes = [variable.shape for _, variable in nnx.to_flat_state(nnx.state(abstract))]
     parameter_count = sum(int(np.prod(shape)) for shape in shapes)
+    # Sized from the model as it would be built (a quantized tied model holds an extra int8 LM head).
+    built = nnx.eval_shape(
+        lambda: Decoder(cfg, dtype=jdtype, quantization=resolve_quantization(quantization))
+    )
+    weight_bytes = sum(
+        int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for _, v in nnx.to_flat_state(nnx.state(built))
+    )
     if isinstance(checkpoint, GGUFCheckpoint):
         tokenizer = Tokenizer.from_gguf_metadata(checkpoint.metadata, source=str(path))
         file_bytes = path.stat().st_size
@@ -68,7 +79,8 @@ def summarize(path: Path, dtype: str | None = None, max_model_len: int | None = 
         parameter_count=parameter_count,
         platform=jax.default_backend(),
         dtype=dtype_name,
-        weight_bytes=parameter_count * jnp.dtype(jdtype).itemsize,
+        quantization=quantization,
+        weight_bytes=weight_bytes,
         kv_bytes_per_token=per_token,
         max_model_len=context,
         kv_bytes_max_model_len=per_token * context,
@@ -84,7 +96,7 @@ def format_summary(summary: ModelSummary) -> str:
         *(f"  {name}: {value}" for name, value in _flatten(summary.config)),
         f"parameters: {summary.parameter_count:,} ({summary.parameter_count / 1e6:.1f}M)",
         f"dtype: {summary.dtype} (default on {summary.platform})",
-        f"weight memory: {_size(summary.weight_bytes)} (dequantised, {summary.dtype})",
+        f"weight memory: {_size(summary.weight_bytes)} ({_weight_format(summary)})",
         f"KV cache per token: {_size(summary.kv_bytes_per_token)} ({summary.kv_bytes_per_token:,} bytes)",
         f"KV cache for max_model_len {summary.max_model_len}: {_size(summary.kv_bytes_max_model_len)}",
         "chat template:" + (" none" if summary.chat_template is None else ""),
@@ -92,6 +104,12 @@ def format_summary(summary: ModelSummary) -> str:
     if summary.chat_template is not None:
         lines.append(summary.chat_template)
     return "\n".join(lines)
+
+
+def _weight_format(summary: ModelSummary) -> str:
+    if summary.quantization is None:
+        return f"dequantised, {summary.dtype}"
+    return f"{summary.quantization} projections with float32 scales, the rest {summary.dtype}"
 
 
 def _flatten(config: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:

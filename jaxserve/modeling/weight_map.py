@@ -11,11 +11,18 @@ Transforms:
   "unrope_q" / "unrope_k"  llama.cpp's converter interleaves the two rotary halves of each head of the
                Llama-architecture Q and K projections (its RoPE pairs adjacent dimensions); undo that so
                the rotate-half RoPE serves both sources, then transpose.
+
+Quantized models (`--quantization int8`) hold each projection `p` as two parameters, `p.kernel` (int8) and
+`p.scale` (float32, one per output channel); both are derived on the host from the float tensor that row `p`
+maps (`QUANTIZED_PARTS`), so the table itself does not change. A quantized tied-embedding model also has
+`tied_lm_head`, its int8 LM head, read from the embedding tensor and transposed to [D, V].
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -125,7 +132,11 @@ WEIGHT_MAP: tuple[WeightSource, ...] = (
     ),
     WeightSource("final_norm.weight", "model.norm.weight", "output_norm.weight", gguf_transform="norm"),
     WeightSource("lm_head", "lm_head.weight", "output.weight", "transpose", "transpose"),
+    WeightSource("tied_lm_head", "model.embed_tokens.weight", "token_embd.weight", "transpose", "transpose"),
 )
+
+QUANTIZED_PARTS: Mapping[str, int] = MappingProxyType({"kernel": 0, "scale": 1})
+"""The parameters of an int8 projection -> their index in `quantize_per_channel`'s (kernel, scale)."""
 
 
 def _pattern_key(param_path: str) -> tuple[str, int | None]:
@@ -139,12 +150,16 @@ def _pattern_key(param_path: str) -> tuple[str, int | None]:
 _BY_PARAM = {row.param: row for row in WEIGHT_MAP}
 
 
-def source_for(param_path: str) -> tuple[WeightSource, int | None]:
-    """The map row for one flattened parameter path, and its layer index if it has one."""
+def source_for(param_path: str) -> tuple[WeightSource, int | None, str | None]:
+    """The map row for one flattened parameter path, its layer index if it has one, and which part of an
+    int8 projection it is (a `QUANTIZED_PARTS` key), or None for a tensor loaded as it is."""
     pattern, layer = _pattern_key(param_path)
+    base, _, part = pattern.rpartition(".")
+    if pattern not in _BY_PARAM and part in QUANTIZED_PARTS and base in _BY_PARAM:
+        return _BY_PARAM[base], layer, part
     if pattern not in _BY_PARAM:
         raise KeyError(f"no checkpoint mapping for parameter '{param_path}'")
-    return _BY_PARAM[pattern], layer
+    return _BY_PARAM[pattern], layer, None
 
 
 def apply_transform(array: np.ndarray, transform: str, cfg: ModelConfig) -> np.ndarray:
