@@ -10,11 +10,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from jax.sharding import PartitionSpec as P
 
 from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.modeling.loader import load_model
+from jaxserve.modeling.quantization import Quantization
 from jaxserve.modeling.sharding import ParallelConfig
 from jaxserve.sampling.params import SamplingParams
 from tests.engine.conftest import collect, engine_factory, prompt_ids, run
@@ -100,3 +102,19 @@ def test_pallas_kernel_on_a_tensor_parallel_mesh_matches_the_reference(llama3_di
         assert "model" in runner.cache.layers[0][0].sharding.spec  # the heads really are split
         continuations[impl] = greedy_continuation(runner, prompt_ids(19, salt=3), steps=6)
     assert continuations["pallas_interpret"] == continuations["reference"]
+
+
+@pytest.mark.parametrize("method", ["w8a8", "weight_only"])
+def test_int8_on_a_tensor_parallel_mesh_matches_int8_on_one_device(llama3_dir: Path, method: str) -> None:
+    """Quantized kernels and their scales split like the float weights (scales along the output axis);
+    int32 partial sums all-reduce exactly, so TP=2 continues a prompt as one device does."""
+    quantization = Quantization(method)  # type: ignore[arg-type]
+    continuations = []
+    for tp in (1, 2):
+        model = load_model(llama3_dir, "float32", quantization, mesh=ParallelConfig(tp, 1).build_mesh())
+        if tp == 2:
+            gate = model.state["layers"][0]["mlp"]["gate_proj"]
+            assert gate["kernel"][...].sharding.spec == P(None, "model")
+            assert gate["scale"][...].sharding.spec == P("model")
+        continuations.append(greedy_continuation(small_runner(model, 64, 16), prompt_ids(19, salt=5), 8))
+    assert continuations[1] == continuations[0]
