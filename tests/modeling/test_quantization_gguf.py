@@ -23,9 +23,14 @@ from tests.modeling.parity import (
 )
 
 GOLDEN = load_golden("smollm2_gguf.json")
-PAD_TO = 512
+PAD_TO = 512  # the measured configuration: another block-table width reorders float sums, and W8A8's
+# continuations sit near enough to ties that one of them then diverges earlier
 
-# Measured on the 8 golden prompts (32 greedy tokens each). w8a8: 2 of 8 continuations equal float32's in
+# Weight-only int8 is the TPU/GPU method; on CPU XLA converts the whole kernel every step (slow), so its
+# continuations are checked over the first 16 tokens (both of its divergences come earlier).
+GREEDY_TOKENS = {"w8a8": 32, "weight_only": 16}
+
+# Measured on the 8 golden prompts (32 greedy tokens each; the weight-only test now checks 16). w8a8: 2 of 8 continuations equal float32's in
 # full (the others diverge after 2, 3, 6, 13, 21 and 23 tokens); weight-only: 6 of 8 (after 3 and 5 tokens).
 # Both pick float32's first token on every prompt. Max |logit - float32| after each prompt, over the golden's
 # top 20 logits (magnitude ~25): w8a8 1.31, weight-only 0.69; over the whole vocabulary (against jaxserve's
@@ -40,7 +45,7 @@ def test_int8_smollm2_greedy_tracks_float32(method: QuantMethod) -> None:
     runner = small_runner(model, max_model_len=PAD_TO, chunk=256)
     full_matches, divergences, deviations = 0, [], []
     for case in GOLDEN["cases"]:
-        expected = case["greedy_continuation"]
+        expected = case["greedy_continuation"][: GREEDY_TOKENS[method]]
         ours = greedy_continuation(runner, case["prompt_ids"], len(expected))
         diverged = first_divergence(ours, expected)
         full_matches += diverged is None
