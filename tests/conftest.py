@@ -17,16 +17,13 @@ from pathlib import Path
 import pytest
 from hypothesis.configuration import set_hypothesis_home_dir
 
-from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.modeling.default_model import default_model_path
 from jaxserve.modeling.loader import load_model
 from jaxserve.modeling.tokenizer import Tokenizer
 from tests.engine.conftest import (
-    MAX_MODEL_LEN,
-    MAX_NUM_SEQS,
     NUM_PAGES,
-    PAGE_SIZE,
+    TINY_BUCKETS,
     EngineFactory,
     engine_factory,
 )
@@ -87,15 +84,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_runner(tiny_model_dir: Path) -> ModelRunner:
     """Compiled once for the session: engines over it differ only in host-side scheduling."""
-    buckets = BucketConfig(
-        max_num_seqs=MAX_NUM_SEQS,
-        max_model_len=MAX_MODEL_LEN,
-        page_size=PAGE_SIZE,
-        prefill_chunk_sizes=(8, 32),
-        max_num_batched_tokens=32,
-        min_kv_len=64,
-    )
-    runner = ModelRunner(load_model(tiny_model_dir, "float32"), buckets, NUM_PAGES)
+    runner = ModelRunner(load_model(tiny_model_dir, "float32"), TINY_BUCKETS, NUM_PAGES)
     runner.warm_up()
     return runner
 

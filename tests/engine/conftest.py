@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from jaxserve.engine.async_engine import AsyncEngine
+from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.compilations import CompilationCounter
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner
@@ -25,6 +26,16 @@ MAX_NUM_SEQS = 4
 MAX_MODEL_LEN = 128
 PAGE_SIZE = 16
 NUM_PAGES = 64
+
+TINY_BUCKETS = BucketConfig(
+    max_num_seqs=MAX_NUM_SEQS,
+    max_model_len=MAX_MODEL_LEN,
+    page_size=PAGE_SIZE,
+    prefill_chunk_sizes=(8, 32),
+    max_num_batched_tokens=32,
+    min_kv_len=64,
+)
+"""The tiny engine's step shapes (shared by the float and the int8 runners)."""
 
 EngineFactory = Callable[..., AsyncEngine]
 """What the `make_engine` fixture yields: AsyncEngine keyword options in, a started engine out."""

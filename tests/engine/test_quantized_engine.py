@@ -8,17 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.modeling.loader import load_model
 from jaxserve.modeling.quantization import Quantization
 from jaxserve.sampling.params import SamplingParams
 from tests.engine.conftest import (
-    MAX_MODEL_LEN,
-    MAX_NUM_SEQS,
     NUM_PAGES,
-    PAGE_SIZE,
+    TINY_BUCKETS,
     collect,
     engine_factory,
     prompt_ids,
@@ -31,15 +28,8 @@ NEW_TOKENS = 8
 
 @pytest.fixture(scope="module")
 def int8_runner(tiny_model_dir: Path) -> ModelRunner:
-    buckets = BucketConfig(
-        max_num_seqs=MAX_NUM_SEQS,
-        max_model_len=MAX_MODEL_LEN,
-        page_size=PAGE_SIZE,
-        prefill_chunk_sizes=(8, 32),
-        max_num_batched_tokens=32,
-        min_kv_len=64,
-    )
-    return ModelRunner(load_model(tiny_model_dir, "float32", Quantization.for_platform()), buckets, NUM_PAGES)
+    model = load_model(tiny_model_dir, "float32", Quantization.for_platform())
+    return ModelRunner(model, TINY_BUCKETS, NUM_PAGES)
 
 
 def direct_greedy(runner: ModelRunner, prompt: list[int], steps: int) -> list[int]:
