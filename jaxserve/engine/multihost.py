@@ -13,15 +13,13 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -101,23 +99,21 @@ HEADER_SIZE = 5
 
 
 class LeaderChannel:
-    """Process 0's side: announce each device call and share its inputs before making it."""
+    """Process 0's side: announce each device call, with its inputs, before making it."""
 
-    def announce(self, call: Call, *fields: int) -> None:
+    def announce(self, call: Call, *fields: int, payload: Any = None) -> None:
         header = np.zeros((HEADER_SIZE,), np.int32)
         header[0] = call
         header[1 : 1 + len(fields)] = fields
         multihost_utils.broadcast_one_to_all(header)
-
-    def share(self, payload: T) -> T:
-        multihost_utils.broadcast_one_to_all(payload)
-        return payload
+        if payload is not None:
+            multihost_utils.broadcast_one_to_all(payload)
 
 
 def follow(
     run_init_slot: Callable[[Any], None],
     init_slot_template: Callable[[], Any],
-    run_step: Callable[[tuple[int, int, int], bool, Any], None],
+    run_step: Callable[[tuple[int, int, int], Any], object],
     step_template: Callable[[tuple[int, int, int], bool], Any],
 ) -> None:
     """A follower's loop: receive each call's header and inputs (shaped like the templates, which the
@@ -134,4 +130,4 @@ def follow(
             shape = (int(header[1]), int(header[2]), int(header[3]))
             want_prompt_logprobs = bool(header[4])
             payload = multihost_utils.broadcast_one_to_all(step_template(shape, want_prompt_logprobs))
-            run_step(shape, want_prompt_logprobs, payload)
+            run_step(shape, payload)

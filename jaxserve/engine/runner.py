@@ -24,7 +24,7 @@ from jaxserve.engine.multihost import Call, LeaderChannel, follow, host_copy, is
 from jaxserve.engine.step import PromptLogprobs, SlotSamplingState, StepInputs, init_slot, model_step
 from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.modeling.loader import LoadedModel
-from jaxserve.modeling.sharding import batch_sharding, kv_cache_spec, param_shardings, place, replicated
+from jaxserve.modeling.sharding import batch_sharding, kv_cache_spec, place, replicated
 from jaxserve.sampling.batch import SamplingBatch, host_array
 from jaxserve.sampling.bitmask import bitmask_width, full_bitmask
 from jaxserve.sampling.params import SamplingParams
@@ -87,7 +87,7 @@ class ModelRunner:
         self.mesh = model.mesh
         # One sharding for every layer's key and value pool (a pytree prefix of the cache).
         self._cache_shardings = NamedSharding(self.mesh, kv_cache_spec(model.config, self.mesh))
-        self._param_shardings = param_shardings(model.state, model.config, self.mesh)
+        self._param_shardings = jax.tree.map(lambda weight: weight.sharding, model.state)  # as loaded
         self._replicated = replicated(self.mesh)
         # Allocated straight into their shards; the sampler state is small and every device reads it whole.
         self.cache = jax.jit(
@@ -103,6 +103,8 @@ class ModelRunner:
             init_slot, donate_argnums=(0,), in_shardings=self._replicated, out_shardings=self._replicated
         )
         self._compiled: dict[tuple[int, int, int], Any] = {}
+        # Per step shape: where each step input goes (fixed by the shape, so worked out once, at compile).
+        self._input_shardings: dict[tuple[int, int, int], Any] = {}
         self._compile_lock = threading.Lock()
         self.compile_count = 0
         self.compile_seconds = 0.0  # summed over compiles, which may overlap
@@ -129,6 +131,7 @@ class ModelRunner:
             log.warning("compiling step shape %s after warm-up", key)
         start = time.perf_counter()
         inputs = self._pack([], key)
+        input_shardings = jax.tree.map(lambda leaf: batch_sharding(self.mesh, leaf), inputs)
         # Explicit shardings: weights and cache as placed; batch rows over `data`; sampled results
         # replicated, so any process can read them.
         jitted = jax.jit(
@@ -139,18 +142,23 @@ class ModelRunner:
                 self._param_shardings,
                 self._cache_shardings,
                 self._replicated,
-                self._input_shardings(inputs),
+                input_shardings,
             ),
             out_shardings=(self._replicated, self._replicated, self._cache_shardings, self._replicated),
         )
         with jax.set_mesh(self.mesh):  # the mesh model code may ask for (the Pallas kernel's shard_map)
             lowered = jitted.lower(
-                self.model.graphdef, self.model.state, self.cache, self.sampler_state, self._to_device(inputs)
+                self.model.graphdef,
+                self.model.state,
+                self.cache,
+                self.sampler_state,
+                jax.tree.map(place, inputs, input_shardings),
             )
         exe = lowered.compile()
         elapsed = time.perf_counter() - start
         with self._compile_lock:
             self.compile_count += 1
+            self._input_shardings[key] = input_shardings
             self.compile_seconds += elapsed
             self._compiled[key] = exe
         log.info("compiled step batch=%d tokens=%d pages=%d in %.1fs", batch, tokens, pages, elapsed)
@@ -171,13 +179,6 @@ class ModelRunner:
         log.info("warm-up compiled %d step shapes in %.1fs", len(shapes), self.warmup_seconds)
 
     # ---------------------------------------------------------------- host packing
-
-    def _input_shardings(self, inputs: StepInputs) -> Any:
-        return jax.tree.map(lambda leaf: batch_sharding(self.mesh, leaf), inputs)
-
-    def _to_device(self, inputs: StepInputs) -> StepInputs:
-        """A host-packed step onto the mesh."""
-        return jax.tree.map(place, inputs, self._input_shardings(inputs))
 
     def _pack(
         self, rows: list[RowInput], shape: tuple[int, int, int], *, want_prompt_logprobs: bool = False
@@ -231,29 +232,26 @@ class ModelRunner:
     ) -> tuple[SampleResult, PromptLogprobs]:
         packed = self._pack(rows, shape, want_prompt_logprobs=want_prompt_logprobs)
         if self._followers is not None:
-            self._followers.announce(Call.STEP, *shape, int(want_prompt_logprobs))
-            self._followers.share(packed)
+            self._followers.announce(Call.STEP, *shape, int(want_prompt_logprobs), payload=packed)
         return self._run_step(shape, packed)
 
     def _run_step(
         self, shape: tuple[int, int, int], packed: StepInputs
     ) -> tuple[SampleResult, PromptLogprobs]:
         exe = self._executable(shape)
+        inputs = jax.tree.map(place, packed, self._input_shardings[shape])  # onto the mesh
         result, prompt_lp, self.cache, self.sampler_state = exe(
-            self.model.state, self.cache, self.sampler_state, self._to_device(packed)
+            self.model.state, self.cache, self.sampler_state, inputs
         )
         return result, prompt_lp
 
     def follow_leader(self) -> None:
         """On a follower process: make every device call process 0 announces, until it stops."""
 
-        def run_step(shape: tuple[int, int, int], _want: bool, payload: Any) -> None:
-            self._run_step(shape, jax.tree.map(host_array, payload))
-
         follow(
             self._run_init_slot,
             lambda: self._slot_rows(0, SamplingParams(), [], []),
-            run_step,
+            lambda shape, payload: self._run_step(shape, jax.tree.map(host_array, payload)),
             lambda shape, want: self._pack([], shape, want_prompt_logprobs=want),
         )
 
@@ -289,8 +287,7 @@ class ModelRunner:
         """A sequence takes `slot`: load its logit bias, prompt-token set and output counts so far."""
         rows = self._slot_rows(slot, params, prompt_ids, output_ids)
         if self._followers is not None:
-            self._followers.announce(Call.INIT_SLOT)
-            self._followers.share(rows)
+            self._followers.announce(Call.INIT_SLOT, payload=rows)
         self._run_init_slot(rows)
 
     def _slot_rows(
