@@ -54,11 +54,15 @@ def _projection(
     return Int8Projection(shape, axes, quantization, rngs)
 
 
-def _project(x: jax.Array, weight: nnx.Param | Int8Projection) -> jax.Array:
-    """x [..., in] @ the projection's kernel -> [..., out] in x's dtype."""
+def _project(
+    x: jax.Array, weight: nnx.Param | Int8Projection, out_dtype: jnp.dtype | None = None
+) -> jax.Array:
+    """x [..., in] @ the projection's kernel -> [..., out] in x's dtype (or `out_dtype`, accumulated in it)."""
     if isinstance(weight, Int8Projection):
-        return weight(x)
-    return x @ weight[...]
+        return weight(x, out_dtype=out_dtype)
+    if out_dtype is None:
+        return x @ weight[...]
+    return jnp.matmul(x, weight[...], preferred_element_type=out_dtype)
 
 
 class RMSNorm(nnx.Module):
@@ -324,14 +328,11 @@ class Decoder(nnx.Module):
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """hidden: [..., D] -> logits [..., V] in float32."""
-        if self.quantized_tied_head:
-            out = self.tied_lm_head(hidden, out_dtype=jnp.float32)
-        elif self.cfg.tie_word_embeddings:
+        if self.cfg.tie_word_embeddings and not self.quantized_tied_head:
             out = jnp.einsum("...d,vd->...v", hidden, self.embedding[...], preferred_element_type=jnp.float32)
-        elif isinstance(self.lm_head, Int8Projection):
-            out = self.lm_head(hidden, out_dtype=jnp.float32)
         else:
-            out = jnp.einsum("...d,dv->...v", hidden, self.lm_head[...], preferred_element_type=jnp.float32)
+            head = self.tied_lm_head if self.quantized_tied_head else self.lm_head
+            out = _project(hidden, head, jnp.float32)
         out = out.astype(jnp.float32)
         if self.cfg.final_logit_softcap is not None:
             cap = self.cfg.final_logit_softcap
