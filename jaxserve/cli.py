@@ -291,6 +291,13 @@ def serve(args: argparse.Namespace) -> int:
             exclude_tools_when_tool_choice_none=args.exclude_tools_when_tool_choice_none,
             reasoning_parser=args.reasoning_parser,
         )
+        parallel = ParallelConfig(args.tensor_parallel_size, args.data_parallel_size)
+        distributed = DistributedConfig(
+            coordinator_address=args.coordinator_address,
+            num_processes=args.num_processes,
+            process_id=args.process_id,
+            auto=args.distributed,
+        )
     except ValueError as exc:
         log.error("%s", exc)
         return 2
@@ -307,17 +314,6 @@ def serve(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         log.error("chat template limits: %s", exc)
-        return 2
-    try:
-        parallel = ParallelConfig(args.tensor_parallel_size, args.data_parallel_size)
-        distributed = DistributedConfig(
-            coordinator_address=args.coordinator_address,
-            num_processes=args.num_processes,
-            process_id=args.process_id,
-            auto=args.distributed,
-        )
-    except ValueError as exc:
-        log.error("%s", exc)
         return 2
 
     options = ServerOptions(
