@@ -16,7 +16,7 @@ from aiohttp import web
 from jaxserve.engine.async_engine import AsyncEngine
 from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.compilations import CompilationCounter
-from jaxserve.engine.kv_memory import free_device_bytes, num_kv_pages, parse_size
+from jaxserve.engine.kv_memory import free_device_bytes, num_kv_pages, parse_size, stable_page_count
 from jaxserve.engine.multihost import DistributedConfig, agree_on_minimum, is_leader
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.errors import ModelLoadError
@@ -95,9 +95,10 @@ def _kv_cache_pages(
     if not 0 < fraction <= 1:
         raise ValueError(f"--kv-cache-memory-fraction must be in (0, 1], got {fraction}")
     cap = 2 * buckets.max_num_seqs * buckets.max_pages_per_seq if on_cpu else None
-    return num_kv_pages(
+    pages = num_kv_pages(
         free_device_bytes(fraction), one_page, at_least=buckets.max_pages_per_seq, at_most=cap
     )
+    return stable_page_count(pages, at_least=buckets.max_pages_per_seq)
 
 
 def build_runner(options: ServerOptions) -> tuple[ModelRunner, Path, GGUFCheckpoint | None]:
@@ -137,7 +138,10 @@ def build_runner(options: ServerOptions) -> tuple[ModelRunner, Path, GGUFCheckpo
         num_pages * page_bytes(model.config, buckets.page_size, model.dtype) / 2**20,
         dict(mesh.shape),
     )
-    runner = ModelRunner(model, buckets, num_pages)
+    executables = (
+        Path(options.compilation_cache_dir) / "executables" if options.compilation_cache_dir else None
+    )
+    runner = ModelRunner(model, buckets, num_pages, executable_dir=executables)
     if options.warmup:
         runner.warm_up()
     return runner, model_path, checkpoint if isinstance(checkpoint, GGUFCheckpoint) else None
@@ -189,7 +193,8 @@ def run_server(options: ServerOptions, started: float) -> int:
         metrics_need_api_key=options.metrics_need_api_key,
     )
     log.info(
-        "serving %s on http://%s:%d (max_model_len=%d, max_num_seqs=%d, %d step shapes compiled, warm-up %.1fs); "
+        "serving %s on http://%s:%d (max_model_len=%d, max_num_seqs=%d, %d step shapes compiled, %d loaded, "
+        "warm-up %.1fs); "
         "ready %.1fs after start",
         names[0],
         options.host,
@@ -197,6 +202,7 @@ def run_server(options: ServerOptions, started: float) -> int:
         engine.max_model_len,
         options.max_num_seqs,
         engine.runner.compile_count,
+        engine.runner.loaded_count,
         engine.runner.warmup_seconds,
         time.perf_counter() - started,
     )

@@ -38,7 +38,7 @@ STARTUP_TIMEOUT_S = 1800.0  # a cold start compiles every step shape: minutes on
 COMPILATIONS_METRIC = "jaxserve:xla_compilations_total"
 COMPILE_SECONDS_METRIC = "jaxserve:xla_compile_seconds_total"
 READY_LINE = re.compile(r"ready ([0-9.]+)s after start")
-WARMUP_LINE = re.compile(r"(\d+) step shapes compiled, warm-up ([0-9.]+)s")
+WARMUP_LINE = re.compile(r"(\d+) step shapes compiled, (\d+) loaded, warm-up ([0-9.]+)s")
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,8 @@ def _report(
             "healthy_after_s": round(server.startup_s, 1),
             "server_ready_after_s": float(ready.group(1)) if ready else None,
             "step_shapes_compiled": int(warmup.group(1)) if warmup else None,
-            "warmup_s": float(warmup.group(2)) if warmup else None,
+            "step_shapes_loaded": int(warmup.group(2)) if warmup else None,
+            "warmup_s": float(warmup.group(3)) if warmup else None,
         }
     return {
         "startup": startup,
@@ -148,8 +149,9 @@ def _format_report(report: dict[str, Any]) -> str:
     if startup is not None:
         lines.append(
             f"start-up: healthy after {startup['healthy_after_s']} s (server: ready after "
-            f"{startup['server_ready_after_s']} s, {startup['step_shapes_compiled']} step shapes, warm-up "
-            f"{startup['warmup_s']} s; a filled compilation cache makes this a warm start)"
+            f"{startup['server_ready_after_s']} s, {startup['step_shapes_compiled']} step shapes compiled and "
+            f"{startup['step_shapes_loaded']} loaded from the executable store, warm-up {startup['warmup_s']} s; "
+            "a filled cache makes this a warm start)"
         )
     during = report["compilations_during_benchmark"]
     if during is None:

@@ -59,3 +59,16 @@ def num_kv_pages(budget_bytes: int, page_bytes: int, *, at_least: int, at_most: 
             "needs: raise --kv-cache-memory (or the memory fraction) or lower --max-model-len"
         )
     return pages
+
+
+def stable_page_count(pages: int, at_least: int) -> int:
+    """`pages` rounded down to four significant binary digits (under 1/9 fewer), never below `at_least`.
+
+    The pool's size is part of every compiled step's shape. Sized from free memory, which drifts between
+    restarts, it would change the programs each time and a warm start would find none of them stored;
+    rounded, it stays put unless free memory moves by a whole step.
+    """
+    if pages <= at_least:
+        return pages
+    step = 1 << max(pages.bit_length() - 4, 0)
+    return max(pages - pages % step, at_least)

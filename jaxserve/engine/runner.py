@@ -12,6 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -20,6 +21,8 @@ from jax.sharding import NamedSharding
 
 from jaxserve.engine.block_pool import FREED_PAGE
 from jaxserve.engine.buckets import BucketConfig
+from jaxserve.engine.compiler_options import step_compiler_options
+from jaxserve.engine.executable_store import ExecutableStore, fingerprint
 from jaxserve.engine.multihost import Call, LeaderChannel, follow, host_copy, is_leader
 from jaxserve.engine.step import PromptLogprobs, SlotSamplingState, StepInputs, init_slot, model_step
 from jaxserve.modeling.kv_cache import PagedKVCache
@@ -79,7 +82,15 @@ class PromptLogprobRows:
 class ModelRunner:
     """Owns the weights, the paged KV cache, the per-slot sampler state and the compiled step executables."""
 
-    def __init__(self, model: LoadedModel, buckets: BucketConfig, num_pages: int) -> None:
+    def __init__(
+        self,
+        model: LoadedModel,
+        buckets: BucketConfig,
+        num_pages: int,
+        *,
+        executable_dir: Path | None = None,
+    ) -> None:
+        """`executable_dir`: where compiled step executables are stored and loaded from on later starts."""
         self.model = model
         self.buckets = buckets
         self.num_pages = num_pages
@@ -89,6 +100,7 @@ class ModelRunner:
         self._cache_shardings = NamedSharding(self.mesh, kv_cache_spec(model.config, self.mesh))
         self._param_shardings = jax.tree.map(lambda weight: weight.sharding, model.state)  # as loaded
         self._replicated = replicated(self.mesh)
+        self._compiler_options = step_compiler_options(model)
         # Allocated straight into their shards; the sampler state is small and every device reads it whole.
         self.cache = jax.jit(
             lambda: PagedKVCache.allocate(model.config, num_pages, buckets.page_size, model.dtype),
@@ -103,10 +115,16 @@ class ModelRunner:
             init_slot, donate_argnums=(0,), in_shardings=self._replicated, out_shardings=self._replicated
         )
         self._compiled: dict[tuple[int, int, int], Any] = {}
+        self._store = (
+            None
+            if executable_dir is None
+            else ExecutableStore(executable_dir, self._fingerprint(), list(self.mesh.devices.flat))
+        )
         # Per step shape: where each step input goes (fixed by the shape, so worked out once, at compile).
         self._input_shardings: dict[tuple[int, int, int], Any] = {}
         self._compile_lock = threading.Lock()
         self.compile_count = 0
+        self.loaded_count = 0  # step shapes loaded from the executable store instead of compiled
         self.compile_seconds = 0.0  # summed over compiles, which may overlap
         self.warmup_seconds = 0.0  # wall time of warm_up()
         self.frozen = False  # set after warm-up: a new shape is then a bug to report, not to absorb
@@ -124,14 +142,41 @@ class ModelRunner:
             exe = self._compile(key)
         return exe
 
+    def _fingerprint(self) -> str:
+        """What the compiled steps depend on besides their shape (the executable store's key)."""
+        model = self.model
+        return fingerprint(
+            [
+                model.config,
+                str(model.dtype),
+                model.quantization,
+                repr(model.graphdef),
+                model.state,
+                self.cache,
+                self.sampler_state,
+                self.buckets,
+                self.num_pages,
+                self._compiler_options,
+            ]
+        )
+
     def _compile(self, key: tuple[int, int, int]) -> Any:
-        """Lower and compile one (batch, tokens, pages) step shape, counting it."""
+        """Load one (batch, tokens, pages) step shape from the executable store, or lower and compile it
+        (counted) and store it."""
         batch, tokens, pages = key
         if self.frozen:
             log.warning("compiling step shape %s after warm-up", key)
         start = time.perf_counter()
         inputs = self._pack([], key)
         input_shardings = jax.tree.map(lambda leaf: batch_sharding(self.mesh, leaf), inputs)
+        exe = None if self._store is None else self._store.load(key)
+        if exe is not None:
+            with self._compile_lock:
+                self.loaded_count += 1
+                self._input_shardings[key] = input_shardings
+                self._compiled[key] = exe
+            log.info("loaded step batch=%d tokens=%d pages=%d", batch, tokens, pages)
+            return exe
         # Explicit shardings: weights and cache as placed; batch rows over `data`; sampled results
         # replicated, so any process can read them.
         jitted = jax.jit(
@@ -154,7 +199,9 @@ class ModelRunner:
                 self.sampler_state,
                 jax.tree.map(place, inputs, input_shardings),
             )
-        exe = lowered.compile()
+        exe = lowered.compile(self._compiler_options)
+        if self._store is not None:
+            self._store.save(key, exe)
         elapsed = time.perf_counter() - start
         with self._compile_lock:
             self.compile_count += 1
@@ -176,7 +223,12 @@ class ModelRunner:
                 log.info("warm-up %d/%d", index + 1, len(shapes))
         self.frozen = True
         self.warmup_seconds = time.perf_counter() - start
-        log.info("warm-up compiled %d step shapes in %.1fs", len(shapes), self.warmup_seconds)
+        log.info(
+            "warm-up: %d step shapes compiled, %d loaded, in %.1fs",
+            self.compile_count,
+            self.loaded_count,
+            self.warmup_seconds,
+        )
 
     # ---------------------------------------------------------------- host packing
 

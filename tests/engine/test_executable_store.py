@@ -1,0 +1,87 @@
+"""Compiled steps stored on disk: a second runner of the same model loads them instead of compiling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from jaxserve.engine.buckets import BucketConfig
+from jaxserve.engine.runner import ModelRunner, RowInput
+from jaxserve.modeling.loader import LoadedModel, load_model
+from jaxserve.modeling.sharding import ParallelConfig
+from jaxserve.sampling.params import SamplingParams
+
+BUCKETS = BucketConfig(
+    max_num_seqs=1,
+    max_model_len=64,
+    page_size=16,
+    prefill_chunk_sizes=(8,),
+    max_num_batched_tokens=8,
+    min_kv_len=64,
+)
+SHAPES = BUCKETS.all_step_shapes()  # one decode and one prefill shape
+NUM_PAGES = 8
+GREEDY = SamplingParams(temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir: Path) -> LoadedModel:
+    return load_model(tiny_model_dir, "float32")
+
+
+def greedy_tokens(runner: ModelRunner, count: int) -> list[int]:
+    """Feed an 8-token prompt to slot 0, then decode `count` tokens greedily."""
+    table = list(range(BUCKETS.max_pages_per_seq))
+    prompt = [5, 9, 2, 7, 11, 3, 8, 6]
+    runner.start_sequence(0, GREEDY, prompt, [])
+    out = runner.prefill_chunk(RowInput(prompt, 0, GREEDY, 0, 0, 0, table))[0]
+    tokens = [out.token]
+    for index in range(count - 1):
+        row = RowInput([tokens[-1]], len(prompt) + index, GREEDY, 0, index + 1, 0, table)
+        tokens.append(runner.decode([row])[0].token)
+    return tokens
+
+
+def test_a_second_runner_loads_every_step_and_generates_the_same_tokens(
+    model: LoadedModel, tmp_path: Path
+) -> None:
+    first = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
+    first.warm_up()
+    assert (first.compile_count, first.loaded_count) == (len(SHAPES), 0)
+    assert len(list(tmp_path.glob("*.xla"))) == len(SHAPES)
+
+    second = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
+    second.warm_up()
+    assert (second.compile_count, second.loaded_count) == (0, len(SHAPES))
+    assert greedy_tokens(second, 6) == greedy_tokens(first, 6)
+
+
+def test_a_different_pool_size_is_a_different_program(model: LoadedModel, tmp_path: Path) -> None:
+    ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path).warm_up()
+    other = ModelRunner(model, BUCKETS, NUM_PAGES + 1, executable_dir=tmp_path)
+    other.warm_up()
+    assert (other.compile_count, other.loaded_count) == (len(SHAPES), 0)
+    assert len(list(tmp_path.glob("*.xla"))) == 2 * len(SHAPES)
+
+
+def test_an_unreadable_entry_is_discarded_and_compiled_again(model: LoadedModel, tmp_path: Path) -> None:
+    ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path).warm_up()
+    broken = sorted(tmp_path.glob("*.xla"))[0]
+    broken.write_bytes(b"not an executable")
+    runner = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
+    runner.warm_up()
+    assert (runner.compile_count, runner.loaded_count) == (1, len(SHAPES) - 1)
+    assert broken.read_bytes() != b"not an executable"  # replaced by the new compile
+    assert greedy_tokens(runner, 3) == greedy_tokens(ModelRunner(model, BUCKETS, NUM_PAGES), 3)
+
+
+def test_a_sharded_runner_loads_its_steps_onto_the_same_devices(tiny_model_dir: Path, tmp_path: Path) -> None:
+    mesh = ParallelConfig(2, 1).build_mesh()
+    model = load_model(tiny_model_dir, "float32", mesh=mesh)
+    first = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
+    first.warm_up()
+    second = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
+    second.warm_up()
+    assert (second.compile_count, second.loaded_count) == (0, len(SHAPES))
+    assert greedy_tokens(second, 4) == greedy_tokens(first, 4)
