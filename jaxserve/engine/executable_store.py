@@ -87,6 +87,10 @@ class ExecutableStore:
     def _path(self, shape: tuple[int, ...]) -> Path:
         return self.directory / f"{self.key}-{'x'.join(map(str, shape))}.xla"
 
+    def has(self, shape: tuple[int, ...]) -> bool:
+        """Whether an entry for `shape` is on disk (it may still prove unusable when loaded)."""
+        return self._path(shape).is_file()
+
     def load(self, shape: tuple[int, ...]) -> Any | None:
         """The stored executable for `shape`, loaded onto the devices, or None (absent or unusable)."""
         path = self._path(shape)

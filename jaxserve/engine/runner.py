@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,7 @@ class ModelRunner:
             init_slot, donate_argnums=(0,), in_shardings=self._replicated, out_shardings=self._replicated
         )
         self._compiled: dict[tuple[int, int, int], Any] = {}
+        self._loading: dict[tuple[int, int, int], Future[Any]] = {}  # background loads after warm-up
         self._store = (
             None
             if executable_dir is None
@@ -139,7 +140,8 @@ class ModelRunner:
     def _executable(self, key: tuple[int, int, int]) -> Any:
         exe = self._compiled.get(key)
         if exe is None:
-            exe = self._compile(key)
+            loading = self._loading.get(key)
+            exe = loading.result() if loading is not None else self._compile(key)
         return exe
 
     def _fingerprint(self) -> str:
@@ -164,8 +166,6 @@ class ModelRunner:
         """Load one (batch, tokens, pages) step shape from the executable store, or lower and compile it
         (counted) and store it."""
         batch, tokens, pages = key
-        if self.frozen:
-            log.warning("compiling step shape %s after warm-up", key)
         start = time.perf_counter()
         inputs = self._pack([], key)
         input_shardings = jax.tree.map(lambda leaf: batch_sharding(self.mesh, leaf), inputs)
@@ -177,6 +177,8 @@ class ModelRunner:
                 self._compiled[key] = exe
             log.info("loaded step batch=%d tokens=%d pages=%d", batch, tokens, pages)
             return exe
+        if self.frozen:
+            log.warning("compiling step shape %s after warm-up", key)
         # Explicit shardings: weights and cache as placed; batch rows over `data`; sampled results
         # replicated, so any process can read them.
         jitted = jax.jit(
@@ -212,23 +214,44 @@ class ModelRunner:
         return exe
 
     def warm_up(self) -> None:
-        """Compile every bucketed shape now (and the slot initialiser), so serving never compiles."""
+        """Compile (or load) every bucketed shape, and the slot initialiser, so serving never compiles.
+
+        When every shape is in the executable store, only those a short conversation needs (each chunk
+        size's narrowest block table) load before this returns; the rest load on background threads while
+        the server runs, and a step that needs one of them first waits for its load, never compiles.
+        """
         start = time.perf_counter()
         # Every process runs this first call itself (no announcement): followers warm up too.
         self._run_init_slot(self._slot_rows(0, SamplingParams(), [0], []))
         shapes = [s for s in self.buckets.all_step_shapes() if s not in self._compiled]
-        # XLA compiles with the GIL released: a thread per core cut a cold warm-up by ~27% on 2 cores.
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        later: list[tuple[int, int, int]] = []
+        if self._store is not None and all(self._store.has(shape) for shape in shapes):
+            later = [s for s in shapes if s[2] != self.buckets.pages_for(s[1])]
+            shapes = [s for s in shapes if s not in later]
+        # XLA compiles (and loads) with the GIL released: a thread per core cut a cold warm-up by ~27% on
+        # 2 cores.
+        workers = os.cpu_count() or 1
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             for index, _ in enumerate(pool.map(self._compile, shapes)):
                 log.info("warm-up %d/%d", index + 1, len(shapes))
+        if later:
+            loader = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="step-loader")
+            self._loading = {shape: loader.submit(self._compile, shape) for shape in later}
+            loader.shutdown(wait=False)  # queued loads still run; nothing waits for them here
         self.frozen = True
         self.warmup_seconds = time.perf_counter() - start
         log.info(
-            "warm-up: %d step shapes compiled, %d loaded, in %.1fs",
+            "warm-up: %d step shapes compiled, %d loaded, in %.1fs (%d more loading in the background)",
             self.compile_count,
             self.loaded_count,
             self.warmup_seconds,
+            len(later),
         )
+
+    def wait_until_loaded(self) -> None:
+        """Block until the shapes warm-up left to background loading are all in place."""
+        for pending in list(self._loading.values()):
+            pending.result()
 
     # ---------------------------------------------------------------- host packing
 

@@ -14,13 +14,14 @@ from jaxserve.sampling.params import SamplingParams
 
 BUCKETS = BucketConfig(
     max_num_seqs=1,
-    max_model_len=64,
+    max_model_len=128,
     page_size=16,
     prefill_chunk_sizes=(8,),
     max_num_batched_tokens=8,
     min_kv_len=64,
 )
-SHAPES = BUCKETS.all_step_shapes()  # one decode and one prefill shape
+SHAPES = BUCKETS.all_step_shapes()  # decode and 8-token prefill, each over 4 and over 8 pages
+NARROW = [(1, 1, 4), (1, 8, 4)]  # what a warm start loads before it returns
 NUM_PAGES = 8
 GREEDY = SamplingParams(temperature=0.0)
 
@@ -30,15 +31,15 @@ def model(tiny_model_dir: Path) -> LoadedModel:
     return load_model(tiny_model_dir, "float32")
 
 
-def greedy_tokens(runner: ModelRunner, count: int) -> list[int]:
-    """Feed an 8-token prompt to slot 0, then decode `count` tokens greedily."""
+def greedy_tokens(runner: ModelRunner, count: int, *, start: int = 0) -> list[int]:
+    """Feed an 8-token prompt to slot 0 at position `start`, then decode `count` tokens greedily."""
     table = list(range(BUCKETS.max_pages_per_seq))
     prompt = [5, 9, 2, 7, 11, 3, 8, 6]
     runner.start_sequence(0, GREEDY, prompt, [])
-    out = runner.prefill_chunk(RowInput(prompt, 0, GREEDY, 0, 0, 0, table))[0]
+    out = runner.prefill_chunk(RowInput(prompt, start, GREEDY, 0, 0, 0, table))[0]
     tokens = [out.token]
     for index in range(count - 1):
-        row = RowInput([tokens[-1]], len(prompt) + index, GREEDY, 0, index + 1, 0, table)
+        row = RowInput([tokens[-1]], start + len(prompt) + index, GREEDY, 0, index + 1, 0, table)
         tokens.append(runner.decode([row])[0].token)
     return tokens
 
@@ -53,14 +54,32 @@ def test_a_second_runner_loads_every_step_and_generates_the_same_tokens(
 
     second = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
     second.warm_up()
+    second.wait_until_loaded()
     assert (second.compile_count, second.loaded_count) == (0, len(SHAPES))
     assert greedy_tokens(second, 6) == greedy_tokens(first, 6)
+
+
+def test_a_warm_start_returns_after_the_narrow_shapes_and_loads_the_rest_while_serving(
+    model: LoadedModel, tmp_path: Path
+) -> None:
+    first = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
+    first.warm_up()
+    second = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
+    second.warm_up()
+    assert second.compile_count == 0
+    assert set(NARROW) <= set(second._compiled)
+    assert set(second._loading) == set(SHAPES) - set(NARROW)  # left to the background
+    # Positions 64..80 need the 8-page shapes: the steps wait for their loads and compile nothing.
+    assert greedy_tokens(second, 8, start=64) == greedy_tokens(first, 8, start=64)
+    second.wait_until_loaded()
+    assert (second.compile_count, second.loaded_count) == (0, len(SHAPES))
 
 
 def test_a_different_pool_size_is_a_different_program(model: LoadedModel, tmp_path: Path) -> None:
     ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path).warm_up()
     other = ModelRunner(model, BUCKETS, NUM_PAGES + 1, executable_dir=tmp_path)
     other.warm_up()
+    other.wait_until_loaded()
     assert (other.compile_count, other.loaded_count) == (len(SHAPES), 0)
     assert len(list(tmp_path.glob("*.xla"))) == 2 * len(SHAPES)
 
@@ -71,6 +90,7 @@ def test_an_unreadable_entry_is_discarded_and_compiled_again(model: LoadedModel,
     broken.write_bytes(b"not an executable")
     runner = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
     runner.warm_up()
+    runner.wait_until_loaded()
     assert (runner.compile_count, runner.loaded_count) == (1, len(SHAPES) - 1)
     assert broken.read_bytes() != b"not an executable"  # replaced by the new compile
     assert greedy_tokens(runner, 3) == greedy_tokens(ModelRunner(model, BUCKETS, NUM_PAGES), 3)
@@ -83,5 +103,6 @@ def test_a_sharded_runner_loads_its_steps_onto_the_same_devices(tiny_model_dir: 
     first.warm_up()
     second = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
     second.warm_up()
+    second.wait_until_loaded()
     assert (second.compile_count, second.loaded_count) == (0, len(SHAPES))
     assert greedy_tokens(second, 4) == greedy_tokens(first, 4)
