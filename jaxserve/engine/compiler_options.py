@@ -1,11 +1,13 @@
-"""XLA options for compiling the model step, chosen per platform and weight format.
+"""XLA options for compiling one model step, chosen per platform, weight format and step shape.
 
 On XLA:CPU, JAX 0.10 hands every eligible dot to YNNPACK (`__ynn_fusion`). For float32 SmolLM2-sized
-projections that is slower than XLA's own Eigen dots: with YNNPACK dots off, a batch-16 decode step went
-from 206 to 174 ms and a 150-token prefill from 558 to 428 ms (`benchmarks/roofline.py --batch 1 16 64`
-and a runner prefill timing, 2-core CPU, 2026-11-26). The int8 x int8 dots of W8A8 are the opposite:
-without YNNPACK the same prefill took 1740 ms instead of 465 ms, so a quantized model keeps the default.
-Set per compilation (not through XLA_FLAGS) so one process may hold both kinds of model, as tests do.
+projections with 16 rows or more, XLA's own (Eigen) dots are faster: a batch-16 decode step took 143
+instead of 183 ms and a 150-token prefill 428 instead of 558 ms. With 2 to 4 rows Eigen is far slower
+(165 instead of 58 ms at batch 2, 167 instead of 80 ms at batch 4); at 1 and 8 rows they tie. (Runner
+decode steps over a 128-token context, 2-core CPU, 2026-11-26.) The int8 x int8 dots of W8A8 need
+YNNPACK at every size: without it the same prefill took 1740 instead of 465 ms.
+Set per compilation (not through XLA_FLAGS): each step shape gets its own, and one process may hold
+both kinds of model, as the tests do.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ CompilerOptions = dict[str, str | bool]
 NO_YNNPACK_DOTS: CompilerOptions = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-def step_compiler_options(model: LoadedModel) -> CompilerOptions:
-    """Options for `Lowered.compile` of this model's step: YNNPACK dots off for a float model on CPU."""
+EIGEN_DOTS_FROM_ROWS = 16
+"""Rows (batch x tokens) from which a float step on CPU is compiled with XLA's own dots."""
+
+
+def step_compiler_options(model: LoadedModel, shape: tuple[int, int, int]) -> CompilerOptions:
+    """Options for `Lowered.compile` of this model's (batch, tokens, pages) step: YNNPACK dots off for
+    a float model on CPU when the step multiplies 16 rows or more."""
+    batch, tokens, _ = shape
     platform = model.mesh.devices.flat[0].platform
-    if platform == "cpu" and model.quantization is None:
+    if platform == "cpu" and model.quantization is None and batch * tokens >= EIGEN_DOTS_FROM_ROWS:
         return dict(NO_YNNPACK_DOTS)
     return {}

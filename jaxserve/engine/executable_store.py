@@ -4,9 +4,8 @@ JAX's persistent compilation cache skips XLA's compile but not the Python tracin
 computes its key: for SmolLM2's 39 step shapes that tracing alone kept a warm start at about a minute.
 This store is keyed without lowering: a fingerprint of everything the compiled program depends on (the
 jaxserve sources, JAX and jaxlib, the devices and mesh, the model's structure, weight shapes, dtypes and
-shardings, the bucket configuration, the KV pool size, the compile options and XLA_FLAGS), plus the step
-shape. Anything else that changes the program changes one of those. An entry that fails to load is
-deleted and compiled again.
+shardings, the bucket configuration, the KV pool size and XLA_FLAGS), plus the step shape, which with
+the sources fixes the compile options. An entry that fails to load is deleted and compiled again.
 """
 
 from __future__ import annotations

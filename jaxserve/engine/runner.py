@@ -100,7 +100,6 @@ class ModelRunner:
         self._cache_shardings = NamedSharding(self.mesh, kv_cache_spec(model.config, self.mesh))
         self._param_shardings = jax.tree.map(lambda weight: weight.sharding, model.state)  # as loaded
         self._replicated = replicated(self.mesh)
-        self._compiler_options = step_compiler_options(model)
         # Allocated straight into their shards; the sampler state is small and every device reads it whole.
         self.cache = jax.jit(
             lambda: PagedKVCache.allocate(model.config, num_pages, buckets.page_size, model.dtype),
@@ -158,7 +157,6 @@ class ModelRunner:
                 self.sampler_state,
                 self.buckets,
                 self.num_pages,
-                self._compiler_options,
             ]
         )
 
@@ -201,7 +199,7 @@ class ModelRunner:
                 self.sampler_state,
                 jax.tree.map(place, inputs, input_shardings),
             )
-        exe = lowered.compile(self._compiler_options)
+        exe = lowered.compile(step_compiler_options(self.model, key))
         if self._store is not None:
             self._store.save(key, exe)
         elapsed = time.perf_counter() - start

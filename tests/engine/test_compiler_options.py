@@ -1,4 +1,4 @@
-"""The step's XLA options: YNNPACK dots off for a float model on CPU, left on for int8 (W8A8)."""
+"""The step's XLA options on CPU: XLA's own dots for float steps of 16 rows or more, YNNPACK otherwise."""
 
 from __future__ import annotations
 
@@ -10,18 +10,26 @@ from jaxserve.modeling.loader import load_model
 from jaxserve.modeling.quantization import Quantization
 from tests.engine.conftest import NUM_PAGES, TINY_BUCKETS
 
-DECODE_SHAPE = (1, 1, TINY_BUCKETS.page_counts[0])
+PAGES = TINY_BUCKETS.page_counts[0]
+PREFILL_SHAPE = (1, 32, PAGES)  # 32 rows: XLA's dots
+DECODE_SHAPE = (4, 1, PAGES)  # 4 rows: YNNPACK's
 
 
-def test_a_float_model_on_cpu_compiles_its_dots_without_ynnpack(tiny_runner: ModelRunner) -> None:
-    assert step_compiler_options(tiny_runner.model) == NO_YNNPACK_DOTS
-    text = tiny_runner._executable(DECODE_SHAPE).as_text()
+def test_a_float_step_of_16_rows_or_more_compiles_its_dots_without_ynnpack(tiny_runner: ModelRunner) -> None:
+    assert step_compiler_options(tiny_runner.model, PREFILL_SHAPE) == NO_YNNPACK_DOTS
+    assert step_compiler_options(tiny_runner.model, (16, 1, PAGES)) == NO_YNNPACK_DOTS
+    text = tiny_runner._executable(PREFILL_SHAPE).as_text()
     assert " dot(" in text  # XLA's own dots ...
     assert "__ynn_fusion" not in text  # ... and none handed to YNNPACK
 
 
+def test_a_float_step_of_few_rows_keeps_ynnpack(tiny_runner: ModelRunner) -> None:
+    assert step_compiler_options(tiny_runner.model, DECODE_SHAPE) == {}
+    assert "__ynn_fusion" in tiny_runner._executable(DECODE_SHAPE).as_text()
+
+
 def test_an_int8_model_keeps_ynnpack_for_its_int8_dots(tiny_model_dir: Path) -> None:
     model = load_model(tiny_model_dir, "float32", Quantization.for_platform())
-    assert step_compiler_options(model) == {}
+    assert step_compiler_options(model, PREFILL_SHAPE) == {}
     runner = ModelRunner(model, TINY_BUCKETS, NUM_PAGES)
-    assert "__ynn_fusion" in runner._executable(DECODE_SHAPE).as_text()
+    assert "__ynn_fusion" in runner._executable(PREFILL_SHAPE).as_text()
