@@ -146,7 +146,7 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         default=os.environ.get(
             "JAXSERVE_COMPILATION_CACHE", str(Path.home() / ".cache" / "jaxserve" / "xla")
         ),
-        help="JAX persistent compilation cache ('' disables)",
+        help="where compiled steps are stored (in DIR/executables) for the next start to load ('' disables)",
     )
     _add_parser_args(p)
     _add_template_sandbox_args(p)

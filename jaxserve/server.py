@@ -68,13 +68,6 @@ class ServerOptions:
     attention_impl: AttentionImpl = "auto"
 
 
-def _enable_compilation_cache(directory: str) -> None:
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-
-
 CPU_KV_MEMORY_FRACTION = 0.25
 ACCELERATOR_MEMORY_FRACTION = 0.9
 
@@ -103,8 +96,6 @@ def _kv_cache_pages(
 
 def build_runner(options: ServerOptions) -> tuple[ModelRunner, Path, GGUFCheckpoint | None]:
     """Load the model onto the mesh and compile its steps: all a process needs to run device calls."""
-    if options.compilation_cache_dir:
-        _enable_compilation_cache(options.compilation_cache_dir)
     model_path = Path(options.model) if options.model else default_model_path()
     log.info("loading model from %s", model_path)
     checkpoint = open_checkpoint(model_path)
@@ -138,6 +129,10 @@ def build_runner(options: ServerOptions) -> tuple[ModelRunner, Path, GGUFCheckpo
         num_pages * page_bytes(model.config, buckets.page_size, model.dtype) / 2**20,
         dict(mesh.shape),
     )
+    # The compiled steps go to the executable store, not JAX's persistent cache: an executable JAX took
+    # from its cache is a deserialized one, and XLA:CPU serializes such an executable without some of its
+    # kernels, so storing it would break the next start. Nothing else the server jits is worth caching
+    # (all the rest compiles in well under a second).
     executables = (
         Path(options.compilation_cache_dir) / "executables" if options.compilation_cache_dir else None
     )

@@ -49,6 +49,13 @@ def hypothesis_out_of_the_repository(tmp_path_factory: pytest.TempPathFactory) -
     set_hypothesis_home_dir(str(tmp_path_factory.mktemp("hypothesis")))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_steps_out_of_the_home_directory(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Servers the tests start store their compiled steps in a directory of this session, not in
+    ~/.cache/jaxserve: a run never loads what an earlier run, or another checkout, left there."""
+    os.environ["JAXSERVE_COMPILATION_CACHE"] = str(tmp_path_factory.mktemp("compilation-cache"))
+
+
 @pytest.fixture(scope="session")
 def long_run(request: pytest.FixtureRequest) -> bool:
     """Whether `--long` was given."""

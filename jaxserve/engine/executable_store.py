@@ -6,6 +6,11 @@ This store is keyed without lowering: a fingerprint of everything the compiled p
 jaxserve sources, JAX and jaxlib, the devices and mesh, the model's structure, weight shapes, dtypes and
 shardings, the bucket configuration, the KV pool size and XLA_FLAGS), plus the step shape, which with
 the sources fixes the compile options. An entry that fails to load is deleted and compiled again.
+
+Only a freshly compiled executable is stored. One that JAX's persistent cache handed back was itself
+deserialized, and XLA:CPU serializes such an executable without some of its kernels: loaded again, it
+fails at its first run with "NOT_FOUND: Function ... not found". So nothing is saved while that cache
+is enabled in the process (the server does not enable it).
 """
 
 from __future__ import annotations
@@ -69,6 +74,12 @@ def fingerprint(parts: Iterable[object]) -> str:
     return digest.hexdigest()[:32]
 
 
+def jax_cache_may_have_served_it() -> bool:
+    """Whether a compile in this process may have come from JAX's persistent compilation cache."""
+    settings = ("jax_compilation_cache_dir", "jax_enable_compilation_cache")
+    return all(getattr(jax.config, setting) for setting in settings)
+
+
 def _is_array_tree(value: object) -> bool:
     leaves = jax.tree.leaves(value)
     return bool(leaves) and all(isinstance(leaf, jax.Array) for leaf in leaves)
@@ -82,6 +93,7 @@ class ExecutableStore:
         self.directory = directory
         self.key = key
         self.devices = list(devices)
+        self._refused = False  # whether the refusal to store while JAX's cache is on was logged
 
     def _path(self, shape: tuple[int, ...]) -> Path:
         return self.directory / f"{self.key}-{'x'.join(map(str, shape))}.xla"
@@ -105,6 +117,14 @@ class ExecutableStore:
 
     def save(self, shape: tuple[int, ...], executable: Any) -> None:
         """Store `executable` for `shape`; a failure only costs the next start a compile."""
+        if jax_cache_may_have_served_it():
+            if not self._refused:
+                self._refused = True
+                log.warning(
+                    "not storing compiled steps: JAX's persistent compilation cache is enabled "
+                    "(jax_compilation_cache_dir), and an executable it returned cannot be stored again"
+                )
+            return
         try:
             blob = pickle.dumps(serialize(executable))
             self.directory.mkdir(parents=True, exist_ok=True)

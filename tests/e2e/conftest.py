@@ -51,38 +51,45 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> Non
     )
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """`jaxserve serve` with the embedded default model on a free port, API key required."""
+def launch_server(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`jaxserve serve ARGS` (default model unless ARGS name one) on a free port, healthy: the process
+    and its URL. Its output goes to `log_path`."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
-    env = dict(os.environ, JAXSERVE_API_KEY=API_KEY)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jaxserve.cli",
-                "serve",
-                "--port",
-                str(port),
-                "--no-warmup",
-                "--max-num-seqs",
-                "4",
-            ],
+            [sys.executable, "-m", "jaxserve.cli", "serve", "--port", str(port), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=dict(os.environ) if env is None else env,
         )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, log_path)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, url
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """`jaxserve serve` with the embedded default model on a free port, API key required."""
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    env = dict(os.environ, JAXSERVE_API_KEY=API_KEY)
+    proc, url = launch_server(["--no-warmup", "--max-num-seqs", "4"], log_path, env)
+    try:
         yield RunningServer(
             base_url=url, model="SmolLM2-135M-Instruct", api_key=API_KEY, log_path=log_path, pid=proc.pid
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)

@@ -4,35 +4,22 @@ second signal ends the drain at once."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import free_port, wait_healthy
+from tests.e2e.conftest import launch_server
 
 
 def start_server(tmp_path: Path, shutdown_timeout: int) -> tuple[subprocess.Popen[bytes], str, Path]:
     """`jaxserve serve` on a free port with the default model, healthy; returns the process, URL and log."""
-    port = free_port()
     log_path = tmp_path / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jaxserve.cli", "serve", "--port", str(port), "--no-warmup",
-             "--max-num-seqs", "2", "--shutdown-timeout", str(shutdown_timeout)],
-            stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log_path)
-    except BaseException:
-        proc.kill()
-        raise
+    args = ["--no-warmup", "--max-num-seqs", "2", "--shutdown-timeout", str(shutdown_timeout)]
+    proc, url = launch_server(args, log_path)
     return proc, url, log_path
 
 

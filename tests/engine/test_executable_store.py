@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jax
 import pytest
 
 from jaxserve.engine.buckets import BucketConfig
+from jaxserve.engine.executable_store import ExecutableStore
 from jaxserve.engine.runner import ModelRunner, RowInput
 from jaxserve.modeling.loader import LoadedModel, load_model
 from jaxserve.modeling.sharding import ParallelConfig
@@ -106,3 +108,22 @@ def test_a_sharded_runner_loads_its_steps_onto_the_same_devices(tiny_model_dir: 
     second.wait_until_loaded()
     assert (second.compile_count, second.loaded_count) == (0, len(SHAPES))
     assert greedy_tokens(second, 4) == greedy_tokens(first, 4)
+
+
+def test_nothing_is_stored_while_jax_s_own_cache_may_have_served_the_compile(
+    model: LoadedModel, tmp_path: Path
+) -> None:
+    """An executable JAX's persistent cache returned is a deserialized one, which XLA:CPU cannot serialize
+    whole again (tests/e2e/test_restart.py): with that cache enabled, the store keeps out of the way."""
+    runner = ModelRunner(model, BUCKETS, NUM_PAGES)
+    runner.warm_up()
+    store = ExecutableStore(tmp_path, "key", list(runner.mesh.devices.flat))
+    previous = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax-cache"))
+    try:  # no compile happens in here, so JAX's cache never starts for the rest of the test process
+        store.save(NARROW[0], runner._compiled[NARROW[0]])
+    finally:
+        jax.config.update("jax_compilation_cache_dir", previous)
+    assert not store.has(NARROW[0])
+    store.save(NARROW[0], runner._compiled[NARROW[0]])
+    assert store.has(NARROW[0])
