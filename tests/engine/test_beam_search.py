@@ -181,9 +181,11 @@ def test_a_prompt_too_long_is_refused_by_the_engine(engine: AsyncEngine) -> None
 
 def test_cancelling_aborts_the_step_requests(engine: AsyncEngine) -> None:
     async def start_and_cancel() -> None:
-        params = BeamSearchParams(beam_width=3, max_tokens=60, ignore_eos=True)
+        max_tokens = engine.max_model_len - len(PROMPT)
+        params = BeamSearchParams(beam_width=3, max_tokens=max_tokens, ignore_eos=True)
         task = asyncio.ensure_future(beam_search(engine, "leaver", PROMPT, params))
-        await asyncio.sleep(0.5)
+        while engine.in_flight == 0:  # cancel as soon as its first step requests run, not after a guess
+            await asyncio.sleep(0.005)
         assert not task.done()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
