@@ -46,17 +46,23 @@ def greedy_tokens(runner: ModelRunner, count: int, *, start: int = 0) -> list[in
     return tokens
 
 
+def compiled_then_loaded(model: LoadedModel, store_dir: Path) -> tuple[ModelRunner, ModelRunner]:
+    """A runner that warms up on an empty store in `store_dir`, then a second one on the store the first
+    filled, its background loads finished."""
+    first = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=store_dir)
+    first.warm_up()
+    second = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=store_dir)
+    second.warm_up()
+    second.wait_until_loaded()
+    return first, second
+
+
 def test_a_second_runner_loads_every_step_and_generates_the_same_tokens(
     model: LoadedModel, tmp_path: Path
 ) -> None:
-    first = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
-    first.warm_up()
+    first, second = compiled_then_loaded(model, tmp_path)
     assert (first.compile_count, first.loaded_count) == (len(SHAPES), 0)
     assert len(list(tmp_path.glob("*.xla"))) == len(SHAPES)
-
-    second = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
-    second.warm_up()
-    second.wait_until_loaded()
     assert (second.compile_count, second.loaded_count) == (0, len(SHAPES))
     assert greedy_tokens(second, 6) == greedy_tokens(first, 6)
 
@@ -101,11 +107,7 @@ def test_an_unreadable_entry_is_discarded_and_compiled_again(model: LoadedModel,
 def test_a_sharded_runner_loads_its_steps_onto_the_same_devices(tiny_model_dir: Path, tmp_path: Path) -> None:
     mesh = ParallelConfig(2, 1).build_mesh()
     model = load_model(tiny_model_dir, "float32", mesh=mesh)
-    first = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
-    first.warm_up()
-    second = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
-    second.warm_up()
-    second.wait_until_loaded()
+    first, second = compiled_then_loaded(model, tmp_path)
     assert (second.compile_count, second.loaded_count) == (0, len(SHAPES))
     assert greedy_tokens(second, 4) == greedy_tokens(first, 4)
 
