@@ -8,6 +8,8 @@
 For each concurrency level C it sends exactly N streamed requests (`--requests`, default max(8, 2*C)) with
 at most C in flight, then prints one block of results per level and, at the end, a markdown table for a
 README. Nothing is asserted; failures are counted and the first few messages are shown.
+Before the warm-up it waits while the server's `/metrics` reports `jaxserve:step_shapes_loading` above 0
+(a warm jaxserve is healthy before every step shape has loaded); other servers do not export it.
 
 Every request is `POST {base_url}/v1/chat/completions` with `stream: true` and
 `stream_options: {"include_usage": true}`; the SSE `data:` lines are read until `data: [DONE]`.
@@ -52,6 +54,9 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from jaxserve.http.metrics import STEP_SHAPES_LOADING_METRIC
 
 # A plain vocabulary for synthetic prompts: common words that tokenise to about one token each.
 WORDS = (
@@ -429,6 +434,37 @@ async def resolve_model(session: aiohttp.ClientSession, config: LoadConfig) -> s
         raise SystemExit(f"cannot list models at {config.base_url}: {exc!r}; pass --model") from exc
 
 
+async def step_shapes_loading(session: aiohttp.ClientSession, config: LoadConfig) -> int:
+    """How many step shapes a jaxserve server is still loading after start-up (0 for other servers)."""
+    try:
+        async with session.get(f"{config.base_url}/metrics", headers=auth_headers(config)) as response:
+            if response.status != 200:
+                return 0
+            text = await response.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return 0
+    return sum(
+        int(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == STEP_SHAPES_LOADING_METRIC
+    )
+
+
+async def wait_for_step_loads(session: aiohttp.ClientSession, config: LoadConfig) -> None:
+    """Start measuring a server at full speed: a warm jaxserve is healthy while step shapes it has not
+    needed yet still load in the background, and those loads share the CPU with the steps measured."""
+    started = time.perf_counter()
+    loading = await step_shapes_loading(session, config)
+    if not loading:
+        return
+    print(f"waiting for the server to load {loading} more step shapes", flush=True)
+    while loading and time.perf_counter() - started < config.timeout_s:
+        await asyncio.sleep(0.5)
+        loading = await step_shapes_loading(session, config)
+    print(f"step shapes loaded after {time.perf_counter() - started:.1f} s more", flush=True)
+
+
 async def run(config: LoadConfig) -> list[tuple[LevelSummary, list[RequestResult]]]:
     """Warm up, run every level, print the results and optionally write the JSON file."""
     timeout = aiohttp.ClientTimeout(total=config.timeout_s)
@@ -440,6 +476,7 @@ async def run(config: LoadConfig) -> list[tuple[LevelSummary, list[RequestResult
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         model = await resolve_model(session, config)
         print(f"model {model} at {config.base_url}", flush=True)
+        await wait_for_step_loads(session, config)
         next_index = 0  # request numbers keep rising across levels so no prompt is ever repeated
         if config.warmup_requests:
             warmup = await run_requests(

@@ -18,7 +18,8 @@ Load gauges are read from the engine at scrape time: running and waiting request
 `vllm:kv_cache_usage_perc`, the fraction of KV-cache pages held by running sequences (pages that only
 keep cached prefixes count as free). `vllm:prefix_cache_queries_total` counts prompt tokens looked up and
 `vllm:prefix_cache_hits_total` those served from the cache; `vllm:num_preemptions_total` counts
-sequences preempted for want of pages.
+sequences preempted for want of pages. jaxserve's own `jaxserve:step_shapes_loading` counts the compiled
+step shapes a warm start is still loading in the background (the load generator waits for 0).
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ E2E_BUCKETS = (
     960.0, 1920.0, 7680.0,
 )  # fmt: skip
 """vLLM's bucket boundaries (v1 `PrometheusStatLogger`), so histograms from both servers compare."""
+
+STEP_SHAPES_LOADING_METRIC: Final = "jaxserve:step_shapes_loading"
 
 
 class SchedulerView(Protocol):
@@ -115,6 +118,15 @@ class _EngineLoadCollector(Collector):
                 counter = CounterMetricFamily(name, doc, labels=LABEL_NAMES)
                 counter.add_metric(self._labels, float(value))
                 yield counter
+        loading = getattr(getattr(self._engine, "runner", None), "num_shapes_loading", None)
+        if isinstance(loading, int):  # until 0, some steps still share the CPU with background loads
+            gauge = GaugeMetricFamily(
+                STEP_SHAPES_LOADING_METRIC,
+                "Compiled step shapes still loading from the executable store after start-up.",
+                labels=LABEL_NAMES,
+            )
+            gauge.add_metric(self._labels, float(loading))
+            yield gauge
 
     def describe(self) -> Iterable[Metric]:
         return []  # names are fixed; no need to collect (and touch the engine) at registration

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from pathlib import Path
 
 import jax
@@ -81,6 +84,28 @@ def test_a_warm_start_returns_after_the_narrow_shapes_and_loads_the_rest_while_s
     assert greedy_tokens(second, 8, start=64) == greedy_tokens(first, 8, start=64)
     second.wait_until_loaded()
     assert (second.compile_count, second.loaded_count) == (0, len(SHAPES))
+    assert second.num_shapes_loading == 0 and first.num_shapes_loading == 0
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread niceness is Linux's")
+def test_background_loads_run_at_the_lowest_cpu_priority(model: LoadedModel, tmp_path: Path) -> None:
+    ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path).warm_up()
+    runner = ModelRunner(model, BUCKETS, NUM_PAGES, executable_dir=tmp_path)
+    seen: list[int] = []
+    load = runner._store.load  # type: ignore[union-attr]
+
+    def load_noting_priority(shape: tuple[int, ...]) -> object:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return load(shape)
+
+    runner._store.load = load_noting_priority  # type: ignore[union-attr,method-assign]
+    runner.warm_up()
+    runner.wait_until_loaded()
+    in_warm_up = len(NARROW)  # loaded on warm-up's own threads, at the server's priority
+    assert len(seen) == len(SHAPES)
+    assert sorted(seen) == [os.getpriority(os.PRIO_PROCESS, 0)] * in_warm_up + [19] * (
+        len(SHAPES) - in_warm_up
+    )
 
 
 def test_a_different_pool_size_is_a_different_program(model: LoadedModel, tmp_path: Path) -> None:
