@@ -51,11 +51,14 @@ class AsyncEngine:
         request_timeout: float | None = None,
         compilations: CompilationCounter | None = None,
         free_pages_outside_window: bool = True,
+        overlap_decode_steps: bool = True,
     ) -> None:
         """`num_pages` (default: all the runner's cache) bounds the pages the scheduler hands out;
         `request_timeout` (seconds from arrival, default none) aborts a request that has not finished.
         With `free_pages_outside_window` (default) a model whose every layer attends through one sliding
-        window gives back the pages that have left it while the sequence runs."""
+        window gives back the pages that have left it while the sequence runs. With
+        `overlap_decode_steps` (default) a batch that decodes again has its next step dispatched before
+        the tokens of the one running are read (EngineCore.step)."""
         if request_timeout is not None and request_timeout <= 0:
             raise ValueError(f"request_timeout must be positive, got {request_timeout}")
         self.request_timeout = request_timeout
@@ -73,6 +76,7 @@ class AsyncEngine:
             Scheduler(runner.buckets, pool, scheduling_policy, sliding_window=window),
             tokenizer.eos_token_ids,
         )
+        self.core.overlap_decode_steps = overlap_decode_steps
         self._arrivals = itertools.count()
         # Requests admitted past the queue check and not yet ended. Touched only on the event loop.
         self.in_flight = 0

@@ -16,12 +16,12 @@ import logging
 import queue
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 
 from jaxserve.engine.outputs import RequestOutput
-from jaxserve.engine.runner import ModelRunner, RowInput, RowOutput
+from jaxserve.engine.runner import ModelRunner, PendingDecode, RowInput, RowOutput
 from jaxserve.engine.scheduler import PrefillChunk, Scheduler
 from jaxserve.engine.sequence import Sequence, SequenceStatus
 from jaxserve.engine.token_bans import step_bitmask
@@ -29,9 +29,19 @@ from jaxserve.errors import EngineDead
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 RunnerCall = Literal["start", "prefill", "decode"]
 FaultInjector = Callable[[RunnerCall, list[Sequence]], None]
 """A test hook called before each runner call with the call's kind and sequences; raising fails them."""
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    """A decode step on the device whose sampled tokens the engine has not recorded yet."""
+
+    seqs: list[Sequence]
+    pending: PendingDecode
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,9 @@ class EngineCore:
         self._inbox: queue.SimpleQueue[_Add | _Abort] = queue.SimpleQueue()
         # Tests only: runs before any device work of a call, so an injected fault leaves the cache intact.
         self.fault_injector: FaultInjector | None = None
+        self._in_flight: _InFlight | None = None  # a decode step dispatched, its tokens not recorded yet
+        self.overlap_decode_steps = True  # whether `_chain` may dispatch ahead (off: one step at a time)
+        self.num_chained_steps = 0  # decode steps dispatched before their predecessor's tokens were read
 
     # -- called from any thread
     def add(self, seq: Sequence) -> None:
@@ -85,7 +98,7 @@ class EngineCore:
         return self.scheduler.num_preemptions
 
     def has_work(self) -> bool:
-        return self.scheduler.has_work()
+        return self.scheduler.has_work() or self._in_flight is not None
 
     def drain_inbox(self, block: bool, timeout: float | None = None) -> None:
         """Apply queued adds and aborts; with block=True, wait for at least one message first."""
@@ -106,7 +119,21 @@ class EngineCore:
                 return
 
     def step(self) -> None:
-        """Schedule, then run the planned prefill chunks and one decode. Faults fail the sequences they touched."""
+        """Record the decode step in flight, then plan and run the next step. Faults fail the sequences
+        they touched.
+
+        When the next step is the same batch decoding once more, it is dispatched before the tokens of
+        the one in flight are read (`_chain`), so the host's work on those tokens (detokenizing, stop
+        checks, streaming) and on packing the step overlaps the device's work. Otherwise the scheduler
+        plans the step: the new sequences' slots, their prompt chunks (run in turn), and one decode
+        step over every decoding sequence, left in flight for the next call to record."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            chained = self._chain(in_flight)
+            self._guarded("decode", in_flight.seqs, lambda: self._record_decode(in_flight), inject=False)
+            if chained is not None:
+                self._in_flight = chained
+                return
         plan = self.scheduler.schedule()
         for seq in plan.preempted:
             log.info("preempted %s (out of KV-cache pages); it will be recomputed", seq.request_id)
@@ -124,7 +151,7 @@ class EngineCore:
                 self._guarded("prefill", [chunk.seq], functools.partial(self._prefill, chunk))
         decoding = [s for s in plan.decodes if s.status is SequenceStatus.DECODING]
         if decoding:
-            self._guarded("decode", decoding, lambda: self._decode(decoding))
+            self._in_flight = self._guarded("decode", decoding, lambda: self._dispatch_decode(decoding))
 
     def _prefill(self, chunk: PrefillChunk) -> None:
         seq, start, count = chunk.seq, chunk.start, chunk.num_tokens
@@ -153,7 +180,7 @@ class EngineCore:
             if samples_first_token:
                 self._record(seq, sampled)
 
-    def _decode(self, decoding: list[Sequence]) -> None:
+    def _dispatch_decode(self, decoding: list[Sequence]) -> _InFlight:
         rows = []
         for seq in decoding:
             assert seq.slot is not None
@@ -169,16 +196,74 @@ class EngineCore:
                     bitmask=self._bitmask(seq),
                 )
             )
-        sampled = self.runner.decode(rows)
-        for seq, out in zip(decoding, sampled, strict=True):
+        return _InFlight(decoding, self.runner.dispatch_decode(rows))
+
+    def _chain(self, in_flight: _InFlight) -> _InFlight | None:
+        """Dispatch the in-flight batch's next decode step now, each row fed the token the step in flight
+        samples for it, when nothing else may run first; else None.
+
+        Nothing else may run first when every running sequence is in the batch and still decoding (none
+        aborted, none prefilling), no waiting request could be admitted, and none of the batch ends by
+        length at the step in flight. Each sequence's next bitmask must not depend on the token not yet
+        read: no grammar, no bad words (min_tokens counts it unseen). The new step needs one more page
+        position per sequence from the free pages (no preemption while a step is in flight). A sequence
+        that the step in flight ends (EOS, a stop string) has its extra row discarded: its write lands in
+        its own pages at a position past its end, before anything reuses them (steps run in order).
+        """
+        seqs = in_flight.seqs
+        scheduler = self.scheduler
+        if not self.overlap_decode_steps or not self.runner.can_feed_from_device:
+            return None
+        if scheduler.num_running != len(seqs):
+            return None
+        if scheduler.waiting and (scheduler.num_free_slots or scheduler.policy == "priority"):
+            return None
+        for seq in seqs:
+            if seq.status is not SequenceStatus.DECODING or seq.grammar is not None or seq.bad_words:
+                return None
+            if len(seq.output_ids) + 1 >= seq.max_tokens or seq.num_tokens + 1 >= self.max_model_len:
+                return None
+        if not scheduler.reserve_ahead(seqs):
+            return None
+
+        def dispatch() -> _InFlight:
+            rows = []
+            for seq in seqs:
+                assert seq.slot is not None
+                rows.append(
+                    RowInput(
+                        [0],  # fed from the device: the token the step in flight samples
+                        seq.num_tokens,
+                        seq.params,
+                        seq.seed,
+                        len(seq.output_ids) + 1,
+                        seq.slot,
+                        seq.block_table,
+                        bitmask=self._bitmask(seq, num_unseen=1),
+                    )
+                )
+            return _InFlight(seqs, self.runner.dispatch_decode(rows, after=in_flight.pending))
+
+        chained = self._guarded("decode", seqs, dispatch)
+        if chained is not None:
+            self.num_chained_steps += 1
+        return chained
+
+    def _record_decode(self, in_flight: _InFlight) -> None:
+        sampled = self.runner.collect(in_flight.pending)
+        for seq, out in zip(in_flight.seqs, sampled, strict=True):
+            if seq.status is not SequenceStatus.DECODING:
+                continue  # aborted or failed while the step ran, or ended by the step before a chained one
             self.scheduler.computed(seq, 1)
             self._record(seq, out)
 
-    def _bitmask(self, seq: Sequence) -> np.ndarray | None:
+    def _bitmask(self, seq: Sequence, num_unseen: int = 0) -> np.ndarray | None:
         """The row's allowed tokens for this sample: called once per sampled token, since a grammar
-        mask costs real host time."""
+        mask costs real host time. `num_unseen`: output tokens sampled but not yet on the host."""
         full = self.runner.full_bitmask
-        restrictions = step_bitmask(seq.allowed_bitmask, full, seq.banned_tokens(self.eos_token_ids))
+        restrictions = step_bitmask(
+            seq.allowed_bitmask, full, seq.banned_tokens(self.eos_token_ids, num_unseen)
+        )
         if seq.grammar is None:
             return restrictions
         return seq.grammar.step_bitmask(full if restrictions is None else restrictions)
@@ -191,11 +276,15 @@ class EngineCore:
         if output is not None:
             seq.emit(output)
 
-    def _guarded(self, kind: RunnerCall, seqs: list[Sequence], work: Callable[[], None]) -> None:
+    def _guarded(
+        self, kind: RunnerCall, seqs: list[Sequence], work: Callable[[], T], *, inject: bool = True
+    ) -> T | None:
+        """`work()`, or None after failing `seqs` if it raised. `inject`: a runner call the test fault
+        injector may fail (reading a step's results is part of the call that dispatched it)."""
         try:
-            if self.fault_injector is not None:
+            if inject and self.fault_injector is not None:
                 self.fault_injector(kind, seqs)
-            work()
+            return work()
         except Exception as exc:
             log.exception("engine step failed; failing %d request(s)", len(seqs))
             for seq in seqs:
@@ -203,6 +292,7 @@ class EngineCore:
                     self._fail(seq, "the engine failed while running this request")
             if self.runner.state_lost():
                 raise EngineDead("the engine lost its KV cache in a fault and stopped") from exc
+            return None
 
     def fail_all(self, message: str) -> None:
         """Fail every queued and running sequence, and any still in the inbox (the engine is stopping)."""

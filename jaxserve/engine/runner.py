@@ -6,6 +6,7 @@ exactly how many compilations happened and can refuse none after warm-up.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -311,6 +312,8 @@ class ModelRunner:
         )
         return StepInputs(
             tokens=host_array(token_ids),
+            previous_tokens=host_array(np.zeros((batch,), np.int32)),
+            feed_previous=host_array(np.zeros((batch,), np.bool_)),
             positions=host_array(positions),
             next_ids=host_array(next_ids),
             block_tables=host_array(block_tables),
@@ -334,7 +337,7 @@ class ModelRunner:
         self, shape: tuple[int, int, int], packed: StepInputs
     ) -> tuple[SampleResult, PromptLogprobs]:
         exe = self._executable(shape)
-        inputs = jax.tree.map(place, packed, self._input_shardings[shape])  # onto the mesh
+        inputs = jax.tree.map(_onto, packed, self._input_shardings[shape])  # onto the mesh
         result, prompt_lp, self.cache, self.sampler_state = exe(
             self.model.state, self.cache, self.sampler_state, inputs
         )
@@ -423,6 +426,56 @@ class ModelRunner:
 
     def decode(self, rows: list[RowInput]) -> list[RowOutput]:
         """One token for each row (one fed token per row)."""
+        return self.collect(self.dispatch_decode(rows))
+
+    @property
+    def can_feed_from_device(self) -> bool:
+        """Whether a decode step may take its tokens from the previous step's output on the device.
+        Not across processes: followers replay each step from the host arrays process 0 announces."""
+        return jax.process_count() == 1
+
+    def dispatch_decode(self, rows: list[RowInput], after: PendingDecode | None = None) -> PendingDecode:
+        """Start a decode step (one fed token per row) without waiting for it; `collect` reads its tokens.
+
+        With `after`, the rows are the same sequences in the same order as `after`'s, and each feeds the
+        token `after` samples for it (its `tokens` entry is ignored): the step queues behind `after` on
+        the device, so the host can dispatch it before `after`'s tokens are known."""
         reach = max(r.start_position for r in rows) + 1
-        result, _ = self._run(rows, self.buckets.step_shape(len(rows), 1, reach), False)
-        return self._row_outputs(result, len(rows))
+        shape = self.buckets.step_shape(len(rows), 1, reach)
+        if after is None:
+            result, _ = self._run(rows, shape, False)
+            return PendingDecode(result, len(rows))
+        if not self.can_feed_from_device or after.count != len(rows) or after.batch != shape[0]:
+            raise ValueError("a chained decode step needs the previous step's rows, on one process")
+        packed = self._pack(rows, shape)
+        feed = np.zeros((shape[0],), np.bool_)
+        feed[: len(rows)] = True
+        packed = dataclasses.replace(
+            packed, previous_tokens=after.result.tokens, feed_previous=host_array(feed)
+        )
+        result, _ = self._run_step(shape, packed)
+        return PendingDecode(result, len(rows))
+
+    def collect(self, pending: PendingDecode) -> list[RowOutput]:
+        """The sampled tokens of a dispatched decode step (waits for it to finish)."""
+        return self._row_outputs(pending.result, pending.count)
+
+
+@dataclass(frozen=True)
+class PendingDecode:
+    """A decode step dispatched to the device whose results have not been read yet."""
+
+    result: SampleResult  # device arrays, [batch bucket] rows
+    count: int  # the real rows, first in the batch
+
+    @property
+    def batch(self) -> int:
+        return int(self.result.tokens.shape[0])
+
+
+def _onto(leaf: Any, sharding: NamedSharding) -> jax.Array:
+    """A step input onto the mesh: a host array sliced per device, a device array (a previous step's
+    output) resharded there without a round trip through the host."""
+    if isinstance(leaf, jax.Array):
+        return leaf if leaf.sharding == sharding else jax.device_put(leaf, sharding)
+    return place(leaf, sharding)

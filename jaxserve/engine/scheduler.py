@@ -252,6 +252,18 @@ class Scheduler:
             seq.block_table.extend(self.pool.allocate(needed))
         return True
 
+    def reserve_ahead(self, seqs: list[Sequence]) -> bool:
+        """Pages for one position past each sequence's last token, for a decode step dispatched before
+        the one in flight is recorded: taken from the free pages for every sequence, or for none (no
+        preemption while a step is in flight)."""
+        needed = [cdiv(seq.num_tokens + 1, self.page_size) - len(seq.block_table) for seq in seqs]
+        if sum(n for n in needed if n > 0) > self.pool.num_free:
+            return False
+        for seq, count in zip(seqs, needed, strict=True):
+            if count > 0:
+                seq.block_table.extend(self.pool.allocate(count))
+        return True
+
     def _worst_running(self) -> Sequence | None:
         return max(self.running, key=self.rank, default=None)
 

@@ -75,12 +75,13 @@ class Sequence:
             return self.prompt_ids[start:stop]
         return (self.prompt_ids[start:] if start < n else []) + self.output_ids[max(0, start - n) : stop - n]
 
-    def banned_tokens(self, eos_token_ids: frozenset[int]) -> list[int]:
-        """What the next sample may not be, given the output so far (min_tokens, bad words)."""
+    def banned_tokens(self, eos_token_ids: frozenset[int], num_unseen: int = 0) -> list[int]:
+        """What the next sample may not be, given the output so far (min_tokens, bad words) and
+        `num_unseen` more tokens sampled but not yet on the host."""
         end_ids = frozenset(self.params.stop_token_ids)
         if not self.params.ignore_eos:
             end_ids |= eos_token_ids
-        return banned_now(self.output_ids, self.bad_words, self.params.min_tokens, end_ids)
+        return banned_now(self.output_ids, self.bad_words, self.params.min_tokens, end_ids, num_unseen)
 
     def record_prompt_logprobs(self, start: int, rows: PromptLogprobRows) -> None:
         """Entry t of a chunk fed from prompt position `start` scores prompt token start + t + 1."""

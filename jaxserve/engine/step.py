@@ -74,6 +74,10 @@ class StepInputs:
     the rest [B]."""
 
     tokens: jax.Array
+    # A decode step dispatched before the previous one's tokens reached the host feeds those tokens
+    # straight from the previous step's output: row i takes previous_tokens[i] where feed_previous[i].
+    previous_tokens: jax.Array  # [B] int32
+    feed_previous: jax.Array  # [B] bool
     positions: jax.Array
     next_ids: jax.Array  # the prompt token after each fed token (for prompt logprobs), 0 elsewhere
     block_tables: (
@@ -96,7 +100,8 @@ def model_step(
 ) -> tuple[SampleResult, PromptLogprobs, PagedKVCache, SlotSamplingState]:
     """Forward the step's tokens, sample after each row's last real token, update the slots' state."""
     model = nnx.merge(graphdef, params)
-    hidden, cache = model(inputs.tokens, inputs.positions, cache, inputs.block_tables)  # [B, T, D]
+    fed = jnp.where(inputs.feed_previous[:, None], inputs.previous_tokens[:, None], inputs.tokens)
+    hidden, cache = model(fed, inputs.positions, cache, inputs.block_tables)  # [B, T, D]
     batch, tokens = inputs.tokens.shape
     last_hidden = jnp.take_along_axis(hidden, inputs.last_index[:, None, None], axis=1)[:, 0]  # [B, D]
     logits = model.logits(last_hidden)  # [B, V]

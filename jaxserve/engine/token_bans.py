@@ -31,11 +31,17 @@ def banned_now(
     bad_words: tuple[tuple[int, ...], ...],
     min_tokens: int,
     end_ids: frozenset[int],
+    num_unseen: int = 0,
 ) -> list[int]:
     """Tokens the next sample may not be: EOS/stop ids before min_tokens, and each bad word's last token
-    when the output ends with the rest of it (a one-token bad word is always banned)."""
+    when the output ends with the rest of it (a one-token bad word is always banned).
+
+    `num_unseen`: output tokens sampled after `output_ids` whose values the host does not know yet (a
+    decode step dispatched ahead); only min_tokens can be judged then, so bad words must be absent."""
+    if num_unseen and bad_words:
+        raise ValueError("bad words need every output token on the host")
     banned: list[int] = []
-    if len(output_ids) < min_tokens:
+    if len(output_ids) + num_unseen < min_tokens:
         banned.extend(end_ids)
     for word in bad_words:
         prefix = word[:-1]

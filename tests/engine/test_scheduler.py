@@ -109,3 +109,19 @@ def test_finish_returns_slot_and_pages() -> None:
     assert scheduler.pool.num_free < 16 and scheduler.num_free_slots == 3
     scheduler.finish(seq)
     assert scheduler.pool.num_free == 16 and scheduler.num_free_slots == 4 and not scheduler.has_work()
+
+
+def test_reserving_ahead_takes_one_more_position_for_every_sequence_or_for_none() -> None:
+    scheduler = _scheduler(8)
+    seqs = [host_sequence([5, 6, 7]) for _ in range(2)]
+    for seq in seqs:
+        scheduler.add(seq)
+    finish_step(scheduler, scheduler.schedule())  # 3 prompt tokens + 1 sampled each: one page each
+    assert [len(seq.block_table) for seq in seqs] == [1, 1] and scheduler.pool.num_free == 6
+    # A step dispatched ahead feeds position 4 (the token being sampled now): a second page each.
+    assert scheduler.reserve_ahead(seqs)
+    assert [len(seq.block_table) for seq in seqs] == [2, 2] and scheduler.pool.num_free == 4
+    for seq in seqs:
+        seq.output_ids += [1] * 12  # position 16 next: three more pages each; the first alone would fit
+    assert not scheduler.reserve_ahead(seqs)
+    assert [len(seq.block_table) for seq in seqs] == [2, 2] and scheduler.pool.num_free == 4

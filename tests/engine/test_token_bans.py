@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from jaxserve.engine.token_bans import bad_word_token_ids, banned_now, step_bitmask
 from jaxserve.modeling.default_model import default_model_path
@@ -15,6 +16,13 @@ END = frozenset({2, 7})
 def test_min_tokens_bans_end_ids_until_reached() -> None:
     assert set(banned_now([5, 6], (), 3, END)) == END
     assert banned_now([5, 6, 8], (), 3, END) == []
+
+
+def test_min_tokens_counts_tokens_sampled_but_not_yet_read() -> None:
+    assert set(banned_now([5], (), 3, END, num_unseen=1)) == END
+    assert banned_now([5, 6], (), 3, END, num_unseen=1) == []
+    with pytest.raises(ValueError, match="bad words"):
+        banned_now([5, 6], ((9,),), 0, END, num_unseen=1)
 
 
 def test_single_token_bad_word_is_always_banned() -> None:
