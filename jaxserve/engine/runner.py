@@ -91,7 +91,7 @@ def _lower_thread_priority() -> None:
     if sys.platform == "linux":  # elsewhere PRIO_PROCESS would renice the whole server
         try:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        except OSError:  # not permitted in this sandbox: loads merely share the CPU as before
+        except OSError:  # a sandbox that forbids it: the loads merely share the CPU as before
             log.debug("could not lower the step loader's priority", exc_info=True)
 
 
