@@ -75,8 +75,8 @@ class AsyncEngine:
             runner,
             Scheduler(runner.buckets, pool, scheduling_policy, sliding_window=window),
             tokenizer.eos_token_ids,
+            overlap_decode_steps,
         )
-        self.core.overlap_decode_steps = overlap_decode_steps
         self._arrivals = itertools.count()
         # Requests admitted past the queue check and not yet ended. Touched only on the event loop.
         self.in_flight = 0

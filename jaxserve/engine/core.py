@@ -57,7 +57,15 @@ class _Abort:
 class EngineCore:
     """Owns the scheduler and the runner; only the engine thread calls step()."""
 
-    def __init__(self, runner: ModelRunner, scheduler: Scheduler, eos_token_ids: frozenset[int]) -> None:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        scheduler: Scheduler,
+        eos_token_ids: frozenset[int],
+        overlap_decode_steps: bool = True,
+    ) -> None:
+        """`overlap_decode_steps`: whether `_chain` may dispatch a decode step ahead (off: one step at a
+        time)."""
         self.runner = runner
         self.scheduler = scheduler
         self.eos_token_ids = eos_token_ids
@@ -66,7 +74,7 @@ class EngineCore:
         # Tests only: runs before any device work of a call, so an injected fault leaves the cache intact.
         self.fault_injector: FaultInjector | None = None
         self._in_flight: _InFlight | None = None  # a decode step dispatched, its tokens not recorded yet
-        self.overlap_decode_steps = True  # whether `_chain` may dispatch ahead (off: one step at a time)
+        self.overlap_decode_steps = overlap_decode_steps
         self.num_chained_steps = 0  # decode steps dispatched before their predecessor's tokens were read
 
     # -- called from any thread
@@ -181,22 +189,23 @@ class EngineCore:
                 self._record(seq, sampled)
 
     def _dispatch_decode(self, decoding: list[Sequence]) -> _InFlight:
-        rows = []
-        for seq in decoding:
-            assert seq.slot is not None
-            rows.append(
-                RowInput(
-                    [seq.output_ids[-1]],
-                    seq.num_tokens - 1,
-                    seq.params,
-                    seq.seed,
-                    len(seq.output_ids),
-                    seq.slot,
-                    seq.block_table,
-                    bitmask=self._bitmask(seq),
-                )
-            )
+        rows = [self._decode_row(seq) for seq in decoding]
         return _InFlight(decoding, self.runner.dispatch_decode(rows))
+
+    def _decode_row(self, seq: Sequence, num_unseen: int = 0) -> RowInput:
+        """The sequence's row of a decode step feeding its last token; with `num_unseen` 1, the token
+        after it, which the step in flight is sampling (fed from the device: the row's token is ignored)."""
+        assert seq.slot is not None
+        return RowInput(
+            [0] if num_unseen else [seq.output_ids[-1]],
+            seq.num_tokens - 1 + num_unseen,
+            seq.params,
+            seq.seed,
+            len(seq.output_ids) + num_unseen,
+            seq.slot,
+            seq.block_table,
+            bitmask=self._bitmask(seq, num_unseen),
+        )
 
     def _chain(self, in_flight: _InFlight) -> _InFlight | None:
         """Dispatch the in-flight batch's next decode step now, each row fed the token the step in flight
@@ -227,21 +236,7 @@ class EngineCore:
             return None
 
         def dispatch() -> _InFlight:
-            rows = []
-            for seq in seqs:
-                assert seq.slot is not None
-                rows.append(
-                    RowInput(
-                        [0],  # fed from the device: the token the step in flight samples
-                        seq.num_tokens,
-                        seq.params,
-                        seq.seed,
-                        len(seq.output_ids) + 1,
-                        seq.slot,
-                        seq.block_table,
-                        bitmask=self._bitmask(seq, num_unseen=1),
-                    )
-                )
+            rows = [self._decode_row(seq, num_unseen=1) for seq in seqs]
             return _InFlight(seqs, self.runner.dispatch_decode(rows, after=in_flight.pending))
 
         chained = self._guarded("decode", seqs, dispatch)
