@@ -30,9 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
-from jaxserve.bench.load_generator import LevelSummary, LoadConfig, RequestResult, run
+from jaxserve.bench.load_generator import LevelSummary, LoadConfig, RequestResult, metric_totals, run
 
 STARTUP_TIMEOUT_S = 1800.0  # a cold start compiles every step shape: minutes on a small CPU
 COMPILATIONS_METRIC = "jaxserve:xla_compilations_total"
@@ -173,11 +171,7 @@ def scrape_compilations(base_url: str, api_key: str | None) -> Compilations | No
             text = response.read().decode()
     except (urllib.error.URLError, TimeoutError):
         return None
-    values: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name in (COMPILATIONS_METRIC, COMPILE_SECONDS_METRIC):
-                values[sample.name] = values.get(sample.name, 0.0) + sample.value
+    values = metric_totals(text, [COMPILATIONS_METRIC, COMPILE_SECONDS_METRIC])
     if COMPILATIONS_METRIC not in values:
         return None
     return Compilations(values[COMPILATIONS_METRIC], values.get(COMPILE_SECONDS_METRIC, 0.0))

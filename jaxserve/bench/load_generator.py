@@ -443,12 +443,18 @@ async def step_shapes_loading(session: aiohttp.ClientSession, config: LoadConfig
             text = await response.text()
     except (aiohttp.ClientError, TimeoutError):
         return 0
-    return sum(
-        int(sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name == STEP_SHAPES_LOADING_METRIC
-    )
+    return int(metric_totals(text, [STEP_SHAPES_LOADING_METRIC]).get(STEP_SHAPES_LOADING_METRIC, 0))
+
+
+def metric_totals(text: str, names: Sequence[str]) -> dict[str, float]:
+    """Each of `names` summed over its samples (every label set) in a Prometheus text exposition; a
+    name with no sample is absent."""
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
 
 
 async def wait_for_step_loads(session: aiohttp.ClientSession, config: LoadConfig) -> None:
