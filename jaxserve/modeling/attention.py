@@ -3,7 +3,8 @@
 `paged_attention` is the one seam the model calls. It runs either `reference_paged_attention` (here) or the
 Pallas ragged paged-attention kernel (jaxserve.modeling.pallas_attention): same arguments, same result.
 The reference gathers each row's pages into a contiguous [B, S, K, H] view and runs dense masked attention
-over it, which is what XLA:CPU does well; it is also the kernel's test oracle.
+over it; it is also the kernel's test oracle. `folded_decode_attention` is the same computation for decode
+steps (one query token per row) laid out for XLA:CPU: "auto" picks it there.
 
 Dimension letters: B rows, T query tokens per row, S = P * page_size key positions, K key/value heads,
 G query heads per KV head, H head width.
@@ -19,11 +20,17 @@ import jax.numpy as jnp
 from jaxserve.modeling import pallas_attention
 from jaxserve.modeling.kv_cache import gather_pages
 
-AttentionImpl = Literal["auto", "reference", "pallas", "pallas_interpret"]
-"""Which attention implementation runs: "auto" picks the Pallas kernel on TPU when it takes the shapes and the
-reference otherwise; "pallas_interpret" runs the kernel through the Pallas interpreter (any backend; tests)."""
+AttentionImpl = Literal["auto", "reference", "folded", "pallas", "pallas_interpret"]
+"""Which attention implementation runs: "auto" picks the Pallas kernel on TPU when it takes the shapes, the
+folded decode path for one-token steps on one CPU device (see `uses_folded_decode`) and the reference
+otherwise; "folded" forces the folded path for one-token steps (longer ones run the reference);
+"pallas_interpret" runs the kernel through the Pallas interpreter (any backend; tests)."""
 
 ATTENTION_IMPLS: tuple[str, ...] = get_args(AttentionImpl)
+
+FOLDED_MAX_KV_HEADS = 4
+"""The folded decode path multiplies by zeros in all but 1 of every K blocks of its matmuls: measured a gain
+at K = 3 (SmolLM2), so it is taken up to 4 KV heads and the reference beyond."""
 
 # Masked scores use a large finite negative rather than -inf: a fully masked row (a padding query) then
 # yields a uniform softmax instead of NaNs that could leak through later arithmetic.
@@ -44,6 +51,9 @@ def paged_attention(
     """Causal paged attention (see `reference_paged_attention` for the semantics) by the implementation
     `impl` names. Chosen at trace time from static shapes and the backend, so it costs nothing per step."""
     args = (q, layer_cache, block_tables, positions, sliding_window)
+    if impl == "folded" or (impl == "auto" and uses_folded_decode(q)):
+        folded = folded_decode_attention if q.shape[1] == 1 else reference_paged_attention
+        return folded(*args, scale=scale, logit_softcap=logit_softcap)
     if impl == "reference" or (
         impl == "auto" and (jax.default_backend() != "tpu" or not pallas_attention.supports(q, layer_cache))
     ):
@@ -64,6 +74,19 @@ def paged_attention(
         )
     return pallas_attention.ragged_paged_attention(
         *args, scale=scale, logit_softcap=logit_softcap, interpret=interpret
+    )
+
+
+def uses_folded_decode(q: jax.Array) -> bool:
+    """Whether "auto" runs `folded_decode_attention` for queries q [B, T, K, G, H]: one token per row, on
+    XLA:CPU, not split over a mesh (its zero blocks would turn into cross-device sums), at most
+    FOLDED_MAX_KV_HEADS KV heads."""
+    mesh = jax.sharding.get_abstract_mesh()
+    return (
+        q.shape[1] == 1
+        and q.shape[2] <= FOLDED_MAX_KV_HEADS
+        and jax.default_backend() == "cpu"
+        and (mesh.empty or mesh.size == 1)
     )
 
 
@@ -98,3 +121,49 @@ def reference_paged_attention(
     scores = jnp.where(visible[:, None, None, :, :], scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
     return jnp.einsum("bkgts,bskh->btkgh", probs, values)
+
+
+def folded_decode_attention(
+    q: jax.Array,
+    layer_cache: tuple[jax.Array, jax.Array],
+    block_tables: jax.Array,
+    positions: jax.Array,
+    sliding_window: int | None,
+    *,
+    scale: float | None = None,
+    logit_softcap: float | None = None,
+) -> jax.Array:
+    """`reference_paged_attention` for one query token per row (q [B, 1, K, G, H]), as two batched matmuls
+    that read the gathered pages in the order they are stored.
+
+    The reference's per-head matmuls want keys as [B, K, S, H]; XLA:CPU makes that transposed copy inside
+    the page gather, and at batch 64 it took more time than the layer's weight matmuls. Here the pages stay
+    [B, S, K*H] and the heads fold into the matmul widths: queries spread block-diagonally into [K*H, K*G]
+    (zero where the key head is not the query's), so one matmul gives every head's scores [B, S, K*G];
+    probabilities times values give [B, K*G, K*H], whose diagonal blocks are the outputs. The matmuls do K
+    times the useful work, on data that is small next to the pages read.
+    """
+    keys, values = gather_pages(layer_cache, block_tables)  # [B, S, K, H]
+    batch, num_keys, kv_heads, head_dim = keys.shape
+    groups = q.shape[3]
+    same_head = jnp.eye(kv_heads, dtype=bool)
+    per_head = jnp.transpose(q[:, 0], (0, 1, 3, 2))  # [B, K, H, G]
+    spread = jnp.where(same_head[None, :, None, :, None], per_head[:, :, :, None, :], 0.0)  # [B, K', H, K, G]
+    spread = spread.reshape(batch, kv_heads * head_dim, kv_heads * groups)
+    flat_keys = keys.reshape(batch, num_keys, kv_heads * head_dim)
+    scores = jnp.einsum("bsc,bcq->bsq", flat_keys, spread, preferred_element_type=jnp.float32)  # [B, S, K*G]
+    scores = scores * (head_dim**-0.5 if scale is None else scale)
+    if logit_softcap is not None:
+        scores = jnp.tanh(scores / logit_softcap) * logit_softcap
+    key_pos = jnp.arange(num_keys, dtype=jnp.int32)
+    visible = key_pos[None, :] <= positions  # [B, S]; positions is [B, 1]
+    if sliding_window is not None:
+        visible &= key_pos[None, :] > positions - sliding_window
+    scores = jnp.where(visible[:, :, None], scores, MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=1).astype(values.dtype)
+    flat_values = values.reshape(batch, num_keys, kv_heads * head_dim)
+    blocks = jnp.einsum("bsq,bsc->bqc", probs, flat_values).reshape(
+        batch, kv_heads, groups, kv_heads, head_dim
+    )
+    out = jnp.sum(jnp.where(same_head[None, :, None, :, None], blocks, 0.0), axis=3)  # [B, K, G, H]
+    return out[:, None].astype(q.dtype)
