@@ -90,6 +90,25 @@ def uses_folded_decode(q: jax.Array) -> bool:
     )
 
 
+def scaled_scores(
+    scores: jax.Array, head_dim: int, scale: float | None, logit_softcap: float | None
+) -> jax.Array:
+    """q.k scores times `scale` (default 1/sqrt(H)), then soft-capped when `logit_softcap` is set."""
+    scores = scores * (head_dim**-0.5 if scale is None else scale)
+    if logit_softcap is not None:
+        scores = jnp.tanh(scores / logit_softcap) * logit_softcap
+    return scores
+
+
+def visible_keys(num_keys: int, positions: jax.Array, sliding_window: int | None) -> jax.Array:
+    """[B, T, S]: whether key position s is visible to the query at positions[b, t] (causal, windowed)."""
+    key_pos = jnp.arange(num_keys, dtype=jnp.int32)
+    visible = key_pos[None, None, :] <= positions[:, :, None]
+    if sliding_window is not None:
+        visible &= key_pos[None, None, :] > positions[:, :, None] - sliding_window
+    return visible
+
+
 def reference_paged_attention(
     q: jax.Array,
     layer_cache: tuple[jax.Array, jax.Array],
@@ -111,13 +130,8 @@ def reference_paged_attention(
     keys, values = gather_pages(layer_cache, block_tables)  # [B, S, K, H]
     head_dim = q.shape[-1]
     scores = jnp.einsum("btkgh,bskh->bkgts", q, keys, preferred_element_type=jnp.float32)
-    scores = scores * (head_dim**-0.5 if scale is None else scale)
-    if logit_softcap is not None:
-        scores = jnp.tanh(scores / logit_softcap) * logit_softcap
-    key_pos = jnp.arange(keys.shape[1], dtype=jnp.int32)
-    visible = key_pos[None, None, :] <= positions[:, :, None]  # [B, T, S]
-    if sliding_window is not None:
-        visible &= key_pos[None, None, :] > positions[:, :, None] - sliding_window
+    scores = scaled_scores(scores, head_dim, scale, logit_softcap)
+    visible = visible_keys(keys.shape[1], positions, sliding_window)  # [B, T, S]
     scores = jnp.where(visible[:, None, None, :, :], scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(values.dtype)
     return jnp.einsum("bkgts,bskh->btkgh", probs, values)
@@ -152,13 +166,8 @@ def folded_decode_attention(
     spread = spread.reshape(batch, kv_heads * head_dim, kv_heads * groups)
     flat_keys = keys.reshape(batch, num_keys, kv_heads * head_dim)
     scores = jnp.einsum("bsc,bcq->bsq", flat_keys, spread, preferred_element_type=jnp.float32)  # [B, S, K*G]
-    scores = scores * (head_dim**-0.5 if scale is None else scale)
-    if logit_softcap is not None:
-        scores = jnp.tanh(scores / logit_softcap) * logit_softcap
-    key_pos = jnp.arange(num_keys, dtype=jnp.int32)
-    visible = key_pos[None, :] <= positions  # [B, S]; positions is [B, 1]
-    if sliding_window is not None:
-        visible &= key_pos[None, :] > positions - sliding_window
+    scores = scaled_scores(scores, head_dim, scale, logit_softcap)
+    visible = visible_keys(num_keys, positions, sliding_window)[:, 0]  # [B, S]
     scores = jnp.where(visible[:, :, None], scores, MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=1).astype(values.dtype)
     flat_values = values.reshape(batch, num_keys, kv_heads * head_dim)
