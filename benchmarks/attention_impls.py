@@ -18,11 +18,12 @@ import time
 from prefilled_runner import prefilled_runner  # a sibling module: these scripts run as files
 
 from jaxserve.engine.runner import ModelRunner, RowInput
+from jaxserve.modeling.attention import AttentionImpl
 from jaxserve.modeling.default_model import default_model_path
 from jaxserve.modeling.loader import load_model
 from jaxserve.sampling.params import SamplingParams
 
-IMPLS = ("reference", "auto")
+IMPLS: tuple[AttentionImpl, AttentionImpl] = ("reference", "auto")
 
 
 def main() -> None:
@@ -39,7 +40,7 @@ def main() -> None:
     path = args.model or default_model_path()
     runners: dict[str, tuple[ModelRunner, list[list[int]]]] = {}
     for impl in IMPLS:
-        model = load_model(path, attention_impl=impl)  # type: ignore[arg-type]
+        model = load_model(path, attention_impl=impl)
         prompt = [(17 * i + 3) % model.config.vocab_size for i in range(args.context)]
         runners[impl] = prefilled_runner(model, max(args.batch), 512, prompt, greedy)
 

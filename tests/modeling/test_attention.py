@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxserve.engine.runner import ModelRunner
 from jaxserve.modeling.attention import (
     FOLDED_MAX_KV_HEADS,
     folded_decode_attention,
@@ -19,7 +20,7 @@ from jaxserve.modeling.attention import (
     uses_folded_decode,
 )
 
-PADDING = 1 << 30  # where the runner puts padding rows' query tokens
+PADDING = ModelRunner.PAD_POSITION  # where the runner puts padding query tokens
 TOLERANCE = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
 
 

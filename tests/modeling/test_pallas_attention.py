@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxserve.engine.runner import ModelRunner
 from jaxserve.modeling.attention import AttentionImpl, paged_attention, reference_paged_attention
 from jaxserve.modeling.decoder import Decoder
 from jaxserve.modeling.kv_cache import PagedKVCache
@@ -31,7 +32,7 @@ from jaxserve.modeling.pallas_attention import (
 from tests.modeling.parity import load_golden
 from tests.modeling.tiny_checkpoints import write_tiny_checkpoint
 
-PADDING = 1 << 30  # where the runner puts padding query tokens
+PADDING = ModelRunner.PAD_POSITION  # where the runner puts padding query tokens
 TOLERANCE = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
 
 
