@@ -79,9 +79,9 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--attention-impl",
-        choices=["auto", "reference", "folded", "pallas"],
+        choices=["auto", "reference", "chunked", "pallas"],
         default="auto",
-        help="paged attention: auto = the Pallas kernel on TPU; on CPU the folded path for decode steps and "
+        help="paged attention: auto = the Pallas kernel on TPU; on CPU the chunked path for decode steps and "
         "the pure-JAX reference for prompt chunks; the reference elsewhere",
     )
     p.add_argument("--coordinator-address", help="multi-host: HOST:PORT of process 0's coordinator")

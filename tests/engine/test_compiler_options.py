@@ -1,10 +1,15 @@
-"""The step's XLA options on CPU: XLA's own dots for float steps of 16 rows or more, YNNPACK otherwise."""
+"""The step's XLA options on CPU: XLA's own dots for float steps of 16 rows or more, except decode steps of
+32 rows or more; YNNPACK otherwise."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from jaxserve.engine.compiler_options import NO_YNNPACK_DOTS, step_compiler_options
+from jaxserve.engine.compiler_options import (
+    NO_YNNPACK_DOTS,
+    YNNPACK_DECODE_FROM_BATCH,
+    step_compiler_options,
+)
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.modeling.loader import load_model
 from jaxserve.modeling.quantization import Quantization
@@ -26,6 +31,15 @@ def test_a_float_step_of_16_rows_or_more_compiles_its_dots_without_ynnpack(tiny_
 def test_a_float_step_of_few_rows_keeps_ynnpack(tiny_runner: ModelRunner) -> None:
     assert step_compiler_options(tiny_runner.model, DECODE_SHAPE) == {}
     assert "__ynn_fusion" in tiny_runner._executable(DECODE_SHAPE).as_text()
+
+
+def test_a_wide_float_decode_step_keeps_ynnpack(tiny_runner: ModelRunner) -> None:
+    batch = YNNPACK_DECODE_FROM_BATCH
+    assert step_compiler_options(tiny_runner.model, (batch - 1, 1, PAGES)) == NO_YNNPACK_DOTS
+    assert step_compiler_options(tiny_runner.model, (batch, 1, PAGES)) == {}
+    assert step_compiler_options(tiny_runner.model, (batch * 2, 1, PAGES)) == {}
+    # A prompt chunk of as many rows is not a decode step: XLA's dots.
+    assert step_compiler_options(tiny_runner.model, (1, batch, PAGES)) == NO_YNNPACK_DOTS
 
 
 def test_an_int8_model_keeps_ynnpack_for_its_int8_dots(tiny_model_dir: Path) -> None:

@@ -1,4 +1,4 @@
-"""The folded decode attention path against the reference, and when "auto" takes it.
+"""The chunked decode attention path against the reference, and when "auto" takes it.
 
 Tolerance: float32 results differ from the reference by summation order only (<= ~3e-7 on these cases), so
 1e-5; bfloat16 caches by up to one bfloat16 ulp at magnitude 1-2, so 2e-2.
@@ -12,16 +12,24 @@ import numpy as np
 import pytest
 
 from jaxserve.engine.runner import ModelRunner
+from jaxserve.modeling import attention
 from jaxserve.modeling.attention import (
-    FOLDED_MAX_KV_HEADS,
-    folded_decode_attention,
+    chunked_decode_attention,
     paged_attention,
     reference_paged_attention,
-    uses_folded_decode,
+    uses_chunked_decode,
 )
 
 PADDING = ModelRunner.PAD_POSITION  # where the runner puts padding query tokens
 TOLERANCE = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
+PAGE_SIZE = 4
+PAGES_PER_ROW = 5  # an odd number of pages: the last chunk of two pages is half padding
+
+
+@pytest.fixture(autouse=True)
+def two_page_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of two 4-position pages, so these small caches take several loop iterations."""
+    monkeypatch.setattr(attention, "DECODE_CHUNK_POSITIONS", 2 * PAGE_SIZE)
 
 
 def decode_case(
@@ -29,8 +37,8 @@ def decode_case(
     *,
     kv_heads: int,
     groups: int,
-    pages_per_row: int = 3,
-    page_size: int = 4,
+    pages_per_row: int = PAGES_PER_ROW,
+    page_size: int = PAGE_SIZE,
     head_dim: int = 8,
     dtype: jnp.dtype = jnp.float32,
     seed: int = 0,
@@ -52,53 +60,106 @@ def decode_case(
     )
 
 
+def assert_matches_reference(
+    case: tuple[jax.Array, tuple[jax.Array, jax.Array], jax.Array, jax.Array],
+    window: int | None,
+    real_rows: int,
+    **kwargs: float | None,
+) -> None:
+    """Both paths through jit (as the model runs them); the first `real_rows` rows must agree, every row
+    must be finite."""
+    q, cache, tables, positions = case
+
+    def run(fn):  # type: ignore[no-untyped-def]
+        return np.asarray(jax.jit(lambda *a: fn(*a, window, **kwargs))(q, cache, tables, positions))
+
+    chunked = run(chunked_decode_attention)
+    reference = run(reference_paged_attention)
+    assert chunked.shape == reference.shape == q.shape
+    assert np.all(np.isfinite(chunked))
+    np.testing.assert_allclose(chunked[:real_rows], reference[:real_rows], atol=TOLERANCE[jnp.float32])
+
+
 @pytest.mark.parametrize("kv_heads,groups", [(1, 1), (1, 4), (2, 3), (3, 3), (4, 2)])
 @pytest.mark.parametrize("window,softcap,scale", [(None, None, None), (5, None, None), (None, 20.0, 0.3)])
-def test_folded_decode_matches_the_reference(
+def test_chunked_decode_matches_the_reference(
     kv_heads: int, groups: int, window: int | None, softcap: float | None, scale: float | None
 ) -> None:
-    # Rows at the first position, mid-page, at a page boundary, at the last position, and a padding row.
-    q, cache, tables, positions = decode_case([0, 5, 8, 11, PADDING], kv_heads=kv_heads, groups=groups)
-    args = (q, cache, tables, positions, window)
-    folded = folded_decode_attention(*args, scale=scale, logit_softcap=softcap)
-    reference = reference_paged_attention(*args, scale=scale, logit_softcap=softcap)
-    assert folded.shape == reference.shape == q.shape
-    assert np.all(np.isfinite(np.asarray(folded)))
-    np.testing.assert_allclose(np.asarray(folded)[:4], np.asarray(reference)[:4], atol=TOLERANCE[jnp.float32])
+    # Rows at the first position, mid-page, at a page boundary, at a chunk boundary, in the half-padded last
+    # chunk, at the last position, and a padding row.
+    case = decode_case([0, 5, 4, 8, 17, 19, PADDING], kv_heads=kv_heads, groups=groups)
+    assert_matches_reference(case, window, real_rows=6, scale=scale, logit_softcap=softcap)
 
 
-def test_folded_decode_matches_the_reference_on_a_bfloat16_cache() -> None:
-    q, cache, tables, positions = decode_case([3, 9, 11], kv_heads=3, groups=3, dtype=jnp.bfloat16, seed=1)
-    folded = folded_decode_attention(q, cache, tables, positions, None)
+def test_a_sliding_window_skips_the_chunks_no_row_sees() -> None:
+    # Every row is at position 13 or later: with a window of 5 the loop starts at the second chunk.
+    case = decode_case([13, 17, 19, PADDING], kv_heads=2, groups=2, seed=3)
+    assert_matches_reference(case, 5, real_rows=3)
+
+
+def test_a_batch_of_only_padding_rows_is_finite() -> None:
+    q, cache, tables, _ = decode_case([0, 0], kv_heads=2, groups=2, seed=4)
+    padding = jnp.full((2, 1), PADDING, jnp.int32)
+    for window in (None, 5):
+        out = chunked_decode_attention(q, cache, tables, padding, window)
+        assert np.all(np.isfinite(np.asarray(out)))
+
+
+@pytest.mark.parametrize("page_size,pages_per_row", [(16, 3), (4, 1)])
+def test_pages_longer_than_a_chunk_and_a_table_shorter_than_one(
+    monkeypatch: pytest.MonkeyPatch, page_size: int, pages_per_row: int
+) -> None:
+    monkeypatch.setattr(attention, "DECODE_CHUNK_POSITIONS", 8)
+    span = page_size * pages_per_row
+    case = decode_case(
+        [0, span // 2, span - 1], kv_heads=3, groups=3, page_size=page_size, pages_per_row=pages_per_row
+    )
+    assert_matches_reference(case, None, real_rows=3)
+
+
+def test_chunked_decode_matches_the_reference_on_a_bfloat16_cache() -> None:
+    q, cache, tables, positions = decode_case([3, 9, 19], kv_heads=3, groups=3, dtype=jnp.bfloat16, seed=1)
+    chunked = chunked_decode_attention(q, cache, tables, positions, None)
     reference = reference_paged_attention(q, cache, tables, positions, None)
-    assert folded.dtype == jnp.bfloat16
+    assert chunked.dtype == jnp.bfloat16
     np.testing.assert_allclose(
-        np.asarray(folded, np.float32), np.asarray(reference, np.float32), atol=TOLERANCE[jnp.bfloat16]
+        np.asarray(chunked, np.float32), np.asarray(reference, np.float32), atol=TOLERANCE[jnp.bfloat16]
     )
 
 
-def test_auto_folds_single_token_steps_on_one_cpu_device_only() -> None:
+def test_auto_chunks_single_token_steps_on_cpu() -> None:
     assert jax.default_backend() == "cpu"
-    one_token = jnp.zeros((2, 1, 3, 3, 8))
-    assert uses_folded_decode(one_token)
-    assert not uses_folded_decode(jnp.zeros((1, 4, 3, 3, 8)))  # a prompt chunk
-    assert not uses_folded_decode(jnp.zeros((2, 1, FOLDED_MAX_KV_HEADS + 1, 1, 8)))
-    assert len(jax.devices()) > 1  # tests/conftest.py asks for 8 host devices
-    for devices in (jax.devices()[:1], jax.devices()):
-        mesh = jax.sharding.Mesh(np.asarray(devices), ("model",))
-        with jax.set_mesh(mesh):  # as the runner traces its steps
-            assert uses_folded_decode(one_token) == (len(devices) == 1)
+    assert uses_chunked_decode(jnp.zeros((2, 1, 3, 3, 8)))
+    assert uses_chunked_decode(jnp.zeros((2, 1, 8, 1, 8)))  # any number of KV heads
+    assert not uses_chunked_decode(jnp.zeros((1, 4, 3, 3, 8)))  # a prompt chunk
 
 
-@pytest.mark.parametrize("impl", ["auto", "folded"])
-def test_the_dispatcher_runs_the_folded_path_for_decode_and_the_reference_for_chunks(impl: str) -> None:
+@pytest.mark.parametrize("impl", ["auto", "chunked"])
+def test_the_dispatcher_runs_the_chunked_path_for_decode_and_the_reference_for_chunks(impl: str) -> None:
     q, cache, tables, positions = decode_case([2, 7], kv_heads=3, groups=3, seed=2)
     decoded = paged_attention(q, cache, tables, positions, None, impl=impl)  # type: ignore[arg-type]
     np.testing.assert_array_equal(
-        np.asarray(decoded), np.asarray(folded_decode_attention(q, cache, tables, positions, None))
+        np.asarray(decoded), np.asarray(chunked_decode_attention(q, cache, tables, positions, None))
     )
     chunk_q = jnp.concatenate([q, q], axis=1)  # two query tokens per row
     chunk_positions = jnp.concatenate([positions, positions + 1], axis=1)
     chunk = paged_attention(chunk_q, cache, tables, chunk_positions, None, impl=impl)  # type: ignore[arg-type]
     expected = reference_paged_attention(chunk_q, cache, tables, chunk_positions, None)
     np.testing.assert_array_equal(np.asarray(chunk), np.asarray(expected))
+
+
+def test_chunked_decode_on_an_eight_device_mesh_matches_one_device() -> None:
+    """Under a mesh the loop bounds are reductions over the batch; rows and KV heads split over devices."""
+    q, cache, tables, positions = decode_case([1, 6, 11, 19, 3, 8, 14, PADDING], kv_heads=4, groups=2, seed=5)
+    expected = np.asarray(chunked_decode_attention(q, cache, tables, positions, None))
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
+    spec = jax.sharding.PartitionSpec
+    with jax.set_mesh(mesh):
+        placed = (
+            jax.device_put(q, jax.NamedSharding(mesh, spec("data", None, "model"))),
+            tuple(jax.device_put(c, jax.NamedSharding(mesh, spec(None, None, "model"))) for c in cache),
+            jax.device_put(tables, jax.NamedSharding(mesh, spec("data"))),
+            jax.device_put(positions, jax.NamedSharding(mesh, spec("data"))),
+        )
+        got = jax.jit(lambda *a: chunked_decode_attention(*a, None))(*placed)
+    np.testing.assert_allclose(np.asarray(got), expected, atol=TOLERANCE[jnp.float32])
