@@ -2,8 +2,8 @@
 
     cd benchmarks && ../.venv/bin/python attention_impls.py [--batch 16 64] [--context 200] [--rounds 8]
 
-Loads the model once per implementation ("reference" and "auto", which is the folded decode path on one
-CPU device), builds a runner for each with every slot prefilled with the same `--context`-token prompt,
+Loads the model once per implementation ("reference" and "auto", which is the chunked decode path on
+CPU), builds a runner for each with every slot prefilled with the same `--context`-token prompt,
 then times single decode steps of the two runners alternately (ABBA order), so a machine whose speed
 drifts during the run slows both alike. Prints the median step time of each and their ratio; nothing is
 asserted.
@@ -12,10 +12,10 @@ asserted.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
+from functools import partial
 
-from prefilled_runner import prefilled_runner  # a sibling module: these scripts run as files
+from prefilled_runner import abba_medians, prefilled_runner  # a sibling module: these scripts run as files
 
 from jaxserve.engine.runner import ModelRunner, RowInput
 from jaxserve.modeling.attention import AttentionImpl
@@ -44,7 +44,7 @@ def main() -> None:
         prompt = [(17 * i + 3) % model.config.vocab_size for i in range(args.context)]
         runners[impl] = prefilled_runner(model, max(args.batch), 512, prompt, greedy)
 
-    def step_seconds(impl: str, batch: int, position: int) -> float:
+    def step_seconds(batch: int, position: int, impl: str) -> float:
         runner, tables = runners[impl]
         rows = [RowInput([1], position, greedy, 0, 1, i, tables[i]) for i in range(batch)]
         start = time.perf_counter()
@@ -54,13 +54,9 @@ def main() -> None:
     print(f"{'batch':>5} {'reference ms':>12} {'auto ms':>8} {'auto/ref':>8}")
     for batch in args.batch:
         for impl in IMPLS:
-            step_seconds(impl, batch, args.context)  # compiles this shape
-        times: dict[str, list[float]] = {impl: [] for impl in IMPLS}
-        for round_index in range(args.rounds):
-            order = IMPLS if round_index % 2 == 0 else IMPLS[::-1]
-            for impl in order:
-                times[impl].append(step_seconds(impl, batch, args.context + 1))
-        ref, auto = (statistics.median(times[impl]) * 1000 for impl in IMPLS)
+            step_seconds(batch, args.context, impl)  # compiles this shape
+        medians = abba_medians(partial(step_seconds, batch, args.context + 1), IMPLS, args.rounds)
+        ref, auto = (medians[impl] * 1000 for impl in IMPLS)
         print(f"{batch:>5} {ref:>12.1f} {auto:>8.1f} {auto / ref:>8.2f}", flush=True)
 
 

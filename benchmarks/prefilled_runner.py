@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Callable, Sequence
+
 from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.runner import ModelRunner, RowInput
 from jaxserve.modeling.loader import LoadedModel
@@ -21,3 +24,13 @@ def prefilled_runner(
         runner.start_sequence(slot, params, prompt, [])
         runner.prefill_chunk(RowInput(prompt, 0, params, 0, 0, slot, tables[slot]))
     return runner, tables
+
+
+def abba_medians(step_seconds: Callable[[str], float], names: Sequence[str], rounds: int) -> dict[str, float]:
+    """Median of `rounds` timings of each variant, taken alternately in ABBA order (A B, B A, A B, ...), so
+    a machine whose speed drifts during the run slows every variant alike."""
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(rounds):
+        for name in names if round_index % 2 == 0 else names[::-1]:
+            times[name].append(step_seconds(name))
+    return {name: statistics.median(samples) for name, samples in times.items()}
