@@ -51,7 +51,7 @@ def main() -> None:
     for name, (eigen_from, ynnpack_from) in BACKENDS.items():
         compiler_options.EIGEN_DOTS_FROM_ROWS = eigen_from
         compiler_options.YNNPACK_DECODE_FROM_BATCH = ynnpack_from
-        runners[name] = prefilled_runner(model, max(args.batch), 2 * args.context + 64, prompt, greedy)
+        runners[name] = prefilled_runner(model, max(args.batch), 512, prompt, greedy)
         for batch in args.batch:  # compiles each decode shape under this library's options
             runners[name][0].decode(rows(name, batch, args.context))
     compiler_options.EIGEN_DOTS_FROM_ROWS, compiler_options.YNNPACK_DECODE_FROM_BATCH = defaults
