@@ -7,9 +7,10 @@ instead of 183 ms and a 150-token prefill 428 instead of 558 ms. With 2 to 4 row
 decode steps over a 128-token context, 2-core CPU, 2026-11-26.) The int8 x int8 dots of W8A8 need
 YNNPACK at every size: without it the same prefill took 1740 instead of 465 ms.
 With the chunked decode attention (jaxserve.modeling.attention), YNNPACK's batched attention matmuls are
-much faster than Eigen's, and from 32 decode rows that outweighs Eigen's lead on the projections: runner
-decode steps, Eigen vs YNNPACK dots, batch 16 / 32 / 64 over 200-token contexts 174 / 293 / 481 vs
-202 / 274 / 376 ms; over 60-token contexts at 32 / 64 rows 230 / 321 vs 208 / 299 ms.
+much faster than Eigen's, and from 32 decode rows that outweighs Eigen's lead on the projections
+(`benchmarks/dot_backends.py`, runner decode steps, Eigen vs YNNPACK dots): batch 16 / 32 / 64 over
+200-token contexts 174 / 293 / 481 vs 202 / 274 / 376 ms, and 181 / 327 / 636 vs 194 / 285 / 466 ms in a
+second run; over 60-token contexts at 32 / 64 rows 230 / 321 vs 208 / 299 ms.
 Set per compilation (not through XLA_FLAGS): each step shape gets its own, and one process may hold
 both kinds of model, as the tests do.
 """
