@@ -13,13 +13,11 @@ whole stack per row count and orientation, and checks the two give the same resu
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from sampler_bench import median_ms  # a sibling module: these scripts run as files
 
 HIDDEN, INTERMEDIATE = 576, 1536
 
@@ -37,15 +35,6 @@ def feature_major(x: jax.Array, ups: list[jax.Array], downs: list[jax.Array]) ->
     for up, down in zip(ups, downs, strict=True):
         h = h + down @ jnp.tanh(up @ h)
     return h.T
-
-
-def median_ms(fn: Callable[..., jax.Array], *args: object, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1000
 
 
 def main() -> None:
@@ -70,8 +59,8 @@ def main() -> None:
         np.testing.assert_allclose(
             np.asarray(row_fn(x, *row_kernels)), np.asarray(feature_fn(x, *feature_kernels)), atol=1e-4
         )
-        row_ms = median_ms(row_fn, x, *row_kernels, repeats=args.repeats)
-        feature_ms = median_ms(feature_fn, x, *feature_kernels, repeats=args.repeats)
+        row_ms = median_ms(row_fn, (x, *row_kernels), args.repeats)
+        feature_ms = median_ms(feature_fn, (x, *feature_kernels), args.repeats)
         print(f"{rows:>4} {row_ms:>12.1f} {feature_ms:>16.1f} {feature_ms / row_ms:>11.2f}", flush=True)
 
 
