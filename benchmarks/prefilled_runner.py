@@ -1,4 +1,5 @@
-"""Shared set-up of the runner micro-benchmarks: a runner whose every slot holds the same prompt."""
+"""Shared set-up of the runner micro-benchmarks: a runner whose every slot holds the same prompt, and the
+ABBA loop that times variants of it against each other."""
 
 from __future__ import annotations
 
