@@ -155,9 +155,8 @@ def chunked_decode_attention(
     Rows at positions past the block table's span are padding (the runner puts them at PAD_POSITION):
     they do not extend the loop, and their output is finite but meaningless.
     """
-    cache_k, cache_v = layer_cache
     batch, _, kv_heads, groups, head_dim = q.shape
-    page_size = cache_k.shape[1]
+    page_size = layer_cache[0].shape[1]
     pages_per_chunk = max(1, DECODE_CHUNK_POSITIONS // page_size)
     chunk_len = pages_per_chunk * page_size
     num_pages = block_tables.shape[1]
@@ -181,8 +180,7 @@ def chunked_decode_attention(
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         running_max, denom, acc = carry
         pages = jax.lax.dynamic_slice_in_dim(tables, i * pages_per_chunk, pages_per_chunk, axis=1)
-        keys = cache_k[pages].reshape(batch, chunk_len, kv_heads, head_dim)
-        values = cache_v[pages].reshape(batch, chunk_len, kv_heads, head_dim)
+        keys, values = gather_pages(layer_cache, pages)  # [B, chunk_len, K, H]
         scores = jnp.einsum("bkgh,bskh->bkgs", query, keys, preferred_element_type=jnp.float32)
         scores = scaled_scores(scores, head_dim, scale, logit_softcap)
         visible = visible_keys(chunk_len, positions - i * chunk_len, sliding_window)[:, 0]  # [B, chunk_len]
