@@ -1,17 +1,18 @@
 """The chunked decode attention path against the reference, and when "auto" takes it.
 
-Tolerance: float32 results differ from the reference by summation order only (<= ~3e-7 on these cases), so
-1e-5; bfloat16 caches by up to one bfloat16 ulp at magnitude 1-2, so 2e-2.
+Tolerances (tests.modeling.attention_cases): float32 differs from the reference by summation order only
+(<= ~3e-7 on these cases); bfloat16 caches by up to one bfloat16 ulp at magnitude 1-2.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxserve.engine.runner import ModelRunner
 from jaxserve.modeling import attention
 from jaxserve.modeling.attention import (
     chunked_decode_attention,
@@ -19,9 +20,8 @@ from jaxserve.modeling.attention import (
     reference_paged_attention,
     uses_chunked_decode,
 )
+from tests.modeling.attention_cases import PADDING, TOLERANCE, Case, make_case
 
-PADDING = ModelRunner.PAD_POSITION  # where the runner puts padding query tokens
-TOLERANCE = {jnp.float32: 1e-5, jnp.bfloat16: 2e-2}
 PAGE_SIZE = 4
 PAGES_PER_ROW = 5  # an odd number of pages: the last chunk of two pages is half padding
 
@@ -32,52 +32,24 @@ def two_page_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(attention, "DECODE_CHUNK_POSITIONS", 2 * PAGE_SIZE)
 
 
-def decode_case(
-    positions: list[int],
-    *,
-    kv_heads: int,
-    groups: int,
-    pages_per_row: int = PAGES_PER_ROW,
-    page_size: int = PAGE_SIZE,
-    head_dim: int = 8,
-    dtype: jnp.dtype = jnp.float32,
-    seed: int = 0,
-) -> tuple[jax.Array, tuple[jax.Array, jax.Array], jax.Array, jax.Array]:
-    """Queries [B, 1, K, G, H], a random cache, each row's pages drawn at random from a shared pool."""
-    rng = np.random.default_rng(seed)
-    batch = len(positions)
-    num_pages = batch * pages_per_row + 2
-    cache = tuple(
-        jnp.asarray(rng.standard_normal((num_pages, page_size, kv_heads, head_dim)), dtype) for _ in range(2)
-    )
-    tables = rng.permutation(num_pages)[: batch * pages_per_row].reshape(batch, pages_per_row)
-    q = jnp.asarray(rng.standard_normal((batch, 1, kv_heads, groups, head_dim)), dtype)
-    return (
-        q,
-        (cache[0], cache[1]),
-        jnp.asarray(tables, jnp.int32),
-        jnp.asarray([[p] for p in positions], jnp.int32),
-    )
+def decode_case(positions: list[int], *, pages_per_row: int = PAGES_PER_ROW, **options: Any) -> Case:
+    """One query token per row at `positions`, through `make_case` (K, G, page size, dtype, seed in options)."""
+    return make_case([[p] for p in positions], pages_per_row=pages_per_row, page_size=PAGE_SIZE, **options)
 
 
-def assert_matches_reference(
-    case: tuple[jax.Array, tuple[jax.Array, jax.Array], jax.Array, jax.Array],
-    window: int | None,
-    real_rows: int,
-    **kwargs: float | None,
-) -> None:
-    """Both paths through jit (as the model runs them); the first `real_rows` rows must agree, every row
-    must be finite."""
-    q, cache, tables, positions = case
+def assert_matches_reference(case: Case, window: int | None, **kwargs: float | None) -> None:
+    """Both paths through jit (as the model runs them); real rows must agree, every row must be finite."""
 
     def run(fn):  # type: ignore[no-untyped-def]
-        return np.asarray(jax.jit(lambda *a: fn(*a, window, **kwargs))(q, cache, tables, positions))
+        jitted = jax.jit(lambda *a: fn(*a, window, **kwargs))
+        return np.asarray(jitted(case.q, case.cache, case.block_tables, case.positions))
 
     chunked = run(chunked_decode_attention)
     reference = run(reference_paged_attention)
-    assert chunked.shape == reference.shape == q.shape
+    assert chunked.shape == reference.shape == case.q.shape
     assert np.all(np.isfinite(chunked))
-    np.testing.assert_allclose(chunked[:real_rows], reference[:real_rows], atol=TOLERANCE[jnp.float32])
+    real = case.real[:, 0]
+    np.testing.assert_allclose(chunked[real], reference[real], atol=TOLERANCE[jnp.float32])
 
 
 @pytest.mark.parametrize("kv_heads,groups", [(1, 1), (1, 4), (2, 3), (3, 3), (4, 2)])
@@ -88,20 +60,20 @@ def test_chunked_decode_matches_the_reference(
     # Rows at the first position, mid-page, at a page boundary, at a chunk boundary, in the half-padded last
     # chunk, at the last position, and a padding row.
     case = decode_case([0, 5, 4, 8, 17, 19, PADDING], kv_heads=kv_heads, groups=groups)
-    assert_matches_reference(case, window, real_rows=6, scale=scale, logit_softcap=softcap)
+    assert case.real[:, 0].tolist() == [True] * 6 + [False]
+    assert_matches_reference(case, window, scale=scale, logit_softcap=softcap)
 
 
 def test_a_sliding_window_skips_the_chunks_no_row_sees() -> None:
     # Every row is at position 13 or later: with a window of 5 the loop starts at the second chunk.
     case = decode_case([13, 17, 19, PADDING], kv_heads=2, groups=2, seed=3)
-    assert_matches_reference(case, 5, real_rows=3)
+    assert_matches_reference(case, 5)
 
 
 def test_a_batch_of_only_padding_rows_is_finite() -> None:
-    q, cache, tables, _ = decode_case([0, 0], kv_heads=2, groups=2, seed=4)
-    padding = jnp.full((2, 1), PADDING, jnp.int32)
+    case = decode_case([PADDING, PADDING], kv_heads=2, groups=2, seed=4)
     for window in (None, 5):
-        out = chunked_decode_attention(q, cache, tables, padding, window)
+        out = chunked_decode_attention(case.q, case.cache, case.block_tables, case.positions, window)
         assert np.all(np.isfinite(np.asarray(out)))
 
 
@@ -111,16 +83,16 @@ def test_pages_longer_than_a_chunk_and_a_table_shorter_than_one(
 ) -> None:
     monkeypatch.setattr(attention, "DECODE_CHUNK_POSITIONS", 8)
     span = page_size * pages_per_row
-    case = decode_case(
-        [0, span // 2, span - 1], kv_heads=3, groups=3, page_size=page_size, pages_per_row=pages_per_row
-    )
-    assert_matches_reference(case, None, real_rows=3)
+    positions = [[0], [span // 2], [span - 1]]
+    case = make_case(positions, kv_heads=3, groups=3, page_size=page_size, pages_per_row=pages_per_row)
+    assert_matches_reference(case, None)
 
 
 def test_chunked_decode_matches_the_reference_on_a_bfloat16_cache() -> None:
-    q, cache, tables, positions = decode_case([3, 9, 19], kv_heads=3, groups=3, dtype=jnp.bfloat16, seed=1)
-    chunked = chunked_decode_attention(q, cache, tables, positions, None)
-    reference = reference_paged_attention(q, cache, tables, positions, None)
+    case = decode_case([3, 9, 19], kv_heads=3, groups=3, dtype=jnp.bfloat16, seed=1)
+    args = (case.q, case.cache, case.block_tables, case.positions, None)
+    chunked = chunked_decode_attention(*args)
+    reference = reference_paged_attention(*args)
     assert chunked.dtype == jnp.bfloat16
     np.testing.assert_allclose(
         np.asarray(chunked, np.float32), np.asarray(reference, np.float32), atol=TOLERANCE[jnp.bfloat16]
@@ -136,7 +108,8 @@ def test_auto_chunks_single_token_steps_on_cpu() -> None:
 
 @pytest.mark.parametrize("impl", ["auto", "chunked"])
 def test_the_dispatcher_runs_the_chunked_path_for_decode_and_the_reference_for_chunks(impl: str) -> None:
-    q, cache, tables, positions = decode_case([2, 7], kv_heads=3, groups=3, seed=2)
+    case = decode_case([2, 7], kv_heads=3, groups=3, seed=2)
+    q, cache, tables, positions = case.q, case.cache, case.block_tables, case.positions
     decoded = paged_attention(q, cache, tables, positions, None, impl=impl)  # type: ignore[arg-type]
     np.testing.assert_array_equal(
         np.asarray(decoded), np.asarray(chunked_decode_attention(q, cache, tables, positions, None))
@@ -150,7 +123,8 @@ def test_the_dispatcher_runs_the_chunked_path_for_decode_and_the_reference_for_c
 
 def test_chunked_decode_on_an_eight_device_mesh_matches_one_device() -> None:
     """Under a mesh the loop bounds are reductions over the batch; rows and KV heads split over devices."""
-    q, cache, tables, positions = decode_case([1, 6, 11, 19, 3, 8, 14, PADDING], kv_heads=4, groups=2, seed=5)
+    case = decode_case([1, 6, 11, 19, 3, 8, 14, PADDING], kv_heads=4, groups=2, seed=5)
+    q, cache, tables, positions = case.q, case.cache, case.block_tables, case.positions
     expected = np.asarray(chunked_decode_attention(q, cache, tables, positions, None))
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:8]).reshape(4, 2), ("data", "model"))
     spec = jax.sharding.PartitionSpec
@@ -161,5 +135,5 @@ def test_chunked_decode_on_an_eight_device_mesh_matches_one_device() -> None:
             jax.device_put(tables, jax.NamedSharding(mesh, spec("data"))),
             jax.device_put(positions, jax.NamedSharding(mesh, spec("data"))),
         )
-        got = jax.jit(lambda *a: chunked_decode_attention(*a, None))(*placed)
+        got = jax.jit(lambda q, c, t, p: chunked_decode_attention(q, c, t, p, None))(*placed)
     np.testing.assert_allclose(np.asarray(got), expected, atol=TOLERANCE[jnp.float32])
