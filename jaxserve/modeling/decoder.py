@@ -9,12 +9,14 @@ Dimension letters used in shapes and einsum specs:
   N query heads, K key/value heads, G query heads per KV head (N // K), H head width,
   F MLP hidden width, V vocabulary.
 
-Weights are stored as 2-D [in, out] kernels so every projection is one `x @ W`; per-head views are
-reshapes. Each parameter carries its logical axis names next to its creation; a rules table elsewhere
+Weights are stored as 2-D [in, out] kernels so every projection is one `x @ W`, or, with `feature_major`
+(the CPU default), float kernels as [out, in] (see `feature_major_matmul`); per-head views are reshapes. Each parameter carries its logical axis names next to its creation; a rules table elsewhere
 maps them onto a device mesh.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,17 +30,23 @@ from jaxserve.modeling.rope import apply_rotary, inverse_frequencies
 
 
 def _param(
-    rngs: nnx.Rngs | None, shape: tuple[int, ...], axes: tuple[str, ...], dtype: jnp.dtype, init: str
+    rngs: nnx.Rngs | None,
+    shape: tuple[int, ...],
+    axes: tuple[str, ...],
+    dtype: jnp.dtype,
+    init: str,
+    **metadata: Any,
 ) -> nnx.Param:
-    """One weight with its logical axes. Without rngs, "normal" weights start at zero: the model is then
-    a shell for a loader (built under eval_shape, where a random init only costs tracing time)."""
+    """One weight with its logical axes (and any further `metadata`). Without rngs, "normal" weights start
+    at zero: the model is then a shell for a loader (built under eval_shape, where a random init only costs
+    tracing time)."""
     if init == "ones":
         value = jnp.ones(shape, dtype)
     elif init == "zeros" or rngs is None:
         value = jnp.zeros(shape, dtype)
     else:  # small normal, like HF's initializer_range: for random-weight models
         value = (0.02 * jax.random.normal(rngs.params(), shape)).astype(dtype)
-    return nnx.Param(value, logical_axes=axes)
+    return nnx.Param(value, logical_axes=axes, **metadata)
 
 
 def _projection(
@@ -47,19 +55,58 @@ def _projection(
     axes: tuple[str, str],
     dtype: jnp.dtype,
     quantization: Quantization | None,
+    feature_major: bool = False,
 ) -> nnx.Param | Int8Projection:
-    """A linear projection's [in, out] kernel: a float weight, or int8 plus per-channel scales if quantized."""
-    if quantization is None:
-        return _param(rngs, shape, axes, dtype, "normal")
-    return Int8Projection(shape, axes, quantization, rngs)
+    """A linear projection of `shape` (in, out): an int8 kernel plus per-channel scales if quantized, else a
+    float kernel, stored [in, out], or [out, in] with `feature_major` metadata set (the loader reads it)."""
+    if quantization is not None:
+        return Int8Projection(shape, axes, quantization, rngs)
+    if feature_major:
+        return _param(rngs, shape[::-1], axes[::-1], dtype, "normal", feature_major=True)
+    return _param(rngs, shape, axes, dtype, "normal")
+
+
+FEATURE_MAJOR_MAX_ROWS = 128
+"""Up to this many rows `feature_major_matmul` multiplies kernel @ xᵀ; with more, x @ kernelᵀ directly."""
+
+
+def feature_major_matmul(x: jax.Array, kernel: jax.Array, out_dtype: jnp.dtype | None = None) -> jax.Array:
+    """x [..., in] times a kernel stored [out, in] -> [..., out].
+
+    Up to FEATURE_MAJOR_MAX_ROWS rows it computes kernel @ xᵀ. Why: XLA:CPU's dot libraries stream the big
+    operand fastest when it is the dot's left side and the activations are a contiguous [in, rows] right
+    side. A 30-layer stack of SmolLM2 MLP projections took 13.7 instead of 19.5 ms at 4 rows, 21.7 instead
+    of 29.8 at 16 and 47 instead of 52 at 64 this way, against x @ an [in, out] kernel (YNNPACK dots; see
+    `benchmarks/matmul_orientation.py`). The optimization barriers make both transposes real copies
+    (small: rows x width): without them XLA folds them into the dot's dimension numbers and picks the slow
+    kernel again (62 ms at 4 rows).
+    Above the limit the copies cost more than the layout gains, and x @ kernelᵀ is as fast as row-major
+    kernels. Runner prompt chunks (`benchmarks/dot_backends.py`), row-major vs this: 512 tokens 1397.8 vs
+    1636.5 ms with kernel @ xᵀ, 1218.8 vs 1210.6 with x @ kernelᵀ; 128 tokens 313.8 vs 303.7 with
+    kernel @ xᵀ, 334.3 vs 426.5 with x @ kernelᵀ.
+    """
+    lead, width = x.shape[:-1], x.shape[-1]
+    rows = x.reshape(-1, width)
+    if rows.shape[0] > FEATURE_MAJOR_MAX_ROWS:  # a trace-time choice: shapes are static
+        out = jax.lax.dot_general(rows, kernel, (((1,), (1,)), ((), ())), preferred_element_type=out_dtype)
+    else:
+        columns = jax.lax.optimization_barrier(rows.T)  # [in, rows]
+        out_t = jax.lax.dot_general(
+            kernel, columns, (((1,), (0,)), ((), ())), preferred_element_type=out_dtype
+        )  # [out, rows]
+        out = jax.lax.optimization_barrier(out_t).T
+    return out.reshape(*lead, kernel.shape[0]).astype(out_dtype or x.dtype)
 
 
 def _project(
     x: jax.Array, weight: nnx.Param | Int8Projection, out_dtype: jnp.dtype | None = None
 ) -> jax.Array:
-    """x [..., in] @ the projection's kernel -> [..., out] in x's dtype (or `out_dtype`, accumulated in it)."""
+    """x [..., in] times the projection's kernel -> [..., out] in x's dtype (or `out_dtype`, accumulated
+    in it)."""
     if isinstance(weight, Int8Projection):
         return weight(x, out_dtype=out_dtype)
+    if weight.get_metadata().get("feature_major"):
+        return feature_major_matmul(x, weight[...], out_dtype)
     if out_dtype is None:
         return x @ weight[...]
     return jnp.matmul(x, weight[...], preferred_element_type=out_dtype)
@@ -115,14 +162,15 @@ class Attention(nnx.Module):
         rngs: nnx.Rngs | None,
         quantization: Quantization | None = None,
         attention_impl: AttentionImpl = "auto",
+        feature_major: bool = False,
     ):
         if attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"attention_impl {attention_impl!r} is not one of {ATTENTION_IMPLS}")
         d, quant = cfg.hidden_size, quantization
-        self.q_proj = _projection(rngs, (d, cfg.q_size), ("embed", "q_heads"), dtype, quant)
-        self.k_proj = _projection(rngs, (d, cfg.kv_size), ("embed", "kv_heads"), dtype, quant)
-        self.v_proj = _projection(rngs, (d, cfg.kv_size), ("embed", "kv_heads"), dtype, quant)
-        self.o_proj = _projection(rngs, (cfg.q_size, d), ("q_heads", "embed"), dtype, quant)
+        self.q_proj = _projection(rngs, (d, cfg.q_size), ("embed", "q_heads"), dtype, quant, feature_major)
+        self.k_proj = _projection(rngs, (d, cfg.kv_size), ("embed", "kv_heads"), dtype, quant, feature_major)
+        self.v_proj = _projection(rngs, (d, cfg.kv_size), ("embed", "kv_heads"), dtype, quant, feature_major)
+        self.o_proj = _projection(rngs, (cfg.q_size, d), ("q_heads", "embed"), dtype, quant, feature_major)
         if cfg.attention_bias:
             self.q_bias = _param(rngs, (cfg.q_size,), ("q_heads",), dtype, "zeros")
             self.k_bias = _param(rngs, (cfg.kv_size,), ("kv_heads",), dtype, "zeros")
@@ -195,11 +243,12 @@ class MLP(nnx.Module):
         dtype: jnp.dtype,
         rngs: nnx.Rngs | None,
         quantization: Quantization | None = None,
+        feature_major: bool = False,
     ):
         d, f, quant = cfg.hidden_size, cfg.intermediate_size, quantization
-        self.gate_proj = _projection(rngs, (d, f), ("embed", "mlp"), dtype, quant)
-        self.up_proj = _projection(rngs, (d, f), ("embed", "mlp"), dtype, quant)
-        self.down_proj = _projection(rngs, (f, d), ("mlp", "embed"), dtype, quant)
+        self.gate_proj = _projection(rngs, (d, f), ("embed", "mlp"), dtype, quant, feature_major)
+        self.up_proj = _projection(rngs, (d, f), ("embed", "mlp"), dtype, quant, feature_major)
+        self.down_proj = _projection(rngs, (f, d), ("mlp", "embed"), dtype, quant, feature_major)
         self.activation = cfg.mlp_activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -223,6 +272,7 @@ class DecoderLayer(nnx.Module):
         rngs: nnx.Rngs | None,
         quantization: Quantization | None = None,
         attention_impl: AttentionImpl = "auto",
+        feature_major: bool = False,
     ):
         d = cfg.hidden_size
         self.input_norm = _norm(cfg, d, "embed", dtype, rngs)
@@ -233,9 +283,10 @@ class DecoderLayer(nnx.Module):
             rngs=rngs,
             quantization=quantization,
             attention_impl=attention_impl,
+            feature_major=feature_major,
         )
         self.pre_mlp_norm = _norm(cfg, d, "embed", dtype, rngs)
-        self.mlp = MLP(cfg, dtype=dtype, rngs=rngs, quantization=quantization)
+        self.mlp = MLP(cfg, dtype=dtype, rngs=rngs, quantization=quantization, feature_major=feature_major)
         self.post_norms = cfg.post_norms
         if cfg.post_norms:
             self.post_attn_norm = _norm(cfg, d, "embed", dtype, rngs)
@@ -269,6 +320,10 @@ class Decoder(nnx.Module):
 
     `attention_impl` picks the paged-attention implementation of every layer (see AttentionImpl); it is
     part of the graph definition, not a weight, so a loaded state merges into either choice.
+
+    With `feature_major` every float projection kernel, the LM head included, is stored [out, in] and
+    multiplied as `feature_major_matmul` does (the CPU default, chosen by the loader); int8 kernels keep
+    [in, out], whose int8 x int8 dots are fastest row-major.
     """
 
     def __init__(
@@ -279,6 +334,7 @@ class Decoder(nnx.Module):
         rngs: nnx.Rngs | None = None,
         quantization: Quantization | None = None,
         attention_impl: AttentionImpl = "auto",
+        feature_major: bool = False,
     ):
         self.cfg = cfg
         self.embedding = _param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), dtype, "normal")
@@ -287,7 +343,13 @@ class Decoder(nnx.Module):
         self.layers = nnx.List(
             [
                 DecoderLayer(
-                    cfg, i, dtype=dtype, rngs=rngs, quantization=quantization, attention_impl=attention_impl
+                    cfg,
+                    i,
+                    dtype=dtype,
+                    rngs=rngs,
+                    quantization=quantization,
+                    attention_impl=attention_impl,
+                    feature_major=feature_major,
                 )
                 for i in range(cfg.num_layers)
             ]
@@ -295,10 +357,11 @@ class Decoder(nnx.Module):
         self.final_norm = _norm(cfg, cfg.hidden_size, "embed", dtype, rngs)
         head_shape, head_axes = (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab")
         if not cfg.tie_word_embeddings:
-            self.lm_head = _projection(rngs, head_shape, head_axes, dtype, quantization)
+            self.lm_head = _projection(rngs, head_shape, head_axes, dtype, quantization, feature_major)
         elif quantization is not None:
             self.tied_lm_head = Int8Projection(head_shape, head_axes, quantization, rngs)
         self.quantized_tied_head = cfg.tie_word_embeddings and quantization is not None
+        self.feature_major = feature_major
 
     def __call__(
         self,
@@ -328,7 +391,9 @@ class Decoder(nnx.Module):
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """hidden: [..., D] -> logits [..., V] in float32."""
-        if self.cfg.tie_word_embeddings and not self.quantized_tied_head:
+        if self.cfg.tie_word_embeddings and not self.quantized_tied_head and self.feature_major:
+            out = feature_major_matmul(hidden, self.embedding[...], jnp.float32)  # the embedding is [V, D]
+        elif self.cfg.tie_word_embeddings and not self.quantized_tied_head:
             out = jnp.einsum("...d,vd->...v", hidden, self.embedding[...], preferred_element_type=jnp.float32)
         else:
             head = self.tied_lm_head if self.quantized_tied_head else self.lm_head

@@ -59,6 +59,7 @@ class LoadedModel:
     load_seconds: float
     mesh: Mesh
     quantization: Quantization | None = None
+    feature_major: bool = False  # float kernels stored [out, in] (see decoder.feature_major_matmul)
 
 
 def load_model(
@@ -67,12 +68,15 @@ def load_model(
     quantization: Quantization | None = None,
     mesh: Mesh | None = None,
     attention_impl: AttentionImpl = "auto",
+    feature_major: bool | None = None,
 ) -> LoadedModel:
     """Load a GGUF file or Hugging Face checkpoint directory (a path, or one already opened) onto `mesh`
     (default: the first device), each weight straight into its shards.
 
     With `quantization` each projection's float tensor is quantized to int8 on the host and only the int8
-    kernel and its scales are placed on the devices."""
+    kernel and its scales are placed on the devices. `feature_major` stores float kernels [out, in] (see
+    `jaxserve.modeling.decoder.feature_major_matmul`); by default it is on for a CPU mesh only, where it
+    was measured."""
     start = time.perf_counter()
     if isinstance(source, GGUFCheckpoint | SafetensorsCheckpoint):
         checkpoint = source
@@ -85,11 +89,19 @@ def load_model(
         raise ModelLoadError(f"dtype '{dtype_name}' is not supported (supported: {', '.join(DTYPES)})")
     jdtype = DTYPES[dtype_name]
 
+    mesh = mesh or ParallelConfig().build_mesh()
+    if feature_major is None:
+        feature_major = mesh.devices.flat[0].platform == "cpu"
     abstract = nnx.eval_shape(
-        lambda: Decoder(cfg, dtype=jdtype, quantization=quantization, attention_impl=attention_impl)
+        lambda: Decoder(
+            cfg,
+            dtype=jdtype,
+            quantization=quantization,
+            attention_impl=attention_impl,
+            feature_major=feature_major,
+        )
     )
     graphdef, abstract_state = nnx.split(abstract)
-    mesh = mesh or ParallelConfig().build_mesh()
     shardings = dict(nnx.to_flat_state(param_shardings(abstract_state, cfg, mesh)))
     flat = nnx.to_flat_state(abstract_state)
     available = checkpoint.names()
@@ -118,6 +130,8 @@ def load_model(
                     quantize_per_channel(apply_transform(checkpoint.tensor(name), transform, cfg)),
                 )
             array = quantized[1][QUANTIZED_PARTS[part]]
+        if variable.get_metadata().get("feature_major"):
+            array = array.T  # the map gives [in, out] kernels
         expected = tuple(variable.shape)
         if array.shape != expected:
             raise ModelLoadError(
@@ -144,4 +158,6 @@ def load_model(
         weight_bytes / 2**20,
         seconds,
     )
-    return LoadedModel(cfg, graphdef, state, jdtype, checkpoint.format, seconds, mesh, quantization)
+    return LoadedModel(
+        cfg, graphdef, state, jdtype, checkpoint.format, seconds, mesh, quantization, feature_major
+    )

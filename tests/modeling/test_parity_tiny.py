@@ -17,12 +17,14 @@ from tests.modeling.tiny_checkpoints import FAMILIES, tiny_weights, weights_dige
 LOGITS_ATOL = 1e-4
 
 
+# Both kernel layouts: [out, in] ("feature-major", the CPU default) and [in, out] (TPU and GPU).
+@pytest.mark.parametrize("feature_major", [True, False], ids=["feature_major", "row_major"])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_tiny_family_matches_transformers(family: str, tmp_path: Path) -> None:
+def test_tiny_family_matches_transformers(family: str, feature_major: bool, tmp_path: Path) -> None:
     golden = load_golden(f"tiny_{family}.json")
     # The checkpoint is rebuilt from a seed; the digest proves it is the one the goldens came from.
     assert weights_digest(tiny_weights(family)) == golden["weights_sha256"]
-    model = load_model(write_tiny_checkpoint(family, tmp_path), "float32")
+    model = load_model(write_tiny_checkpoint(family, tmp_path), "float32", feature_major=feature_major)
     assert model.source_format == "hf"
 
     logits = all_position_logits(model, golden["token_ids"])

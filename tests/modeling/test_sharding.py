@@ -73,10 +73,15 @@ def small_runner(model_dir: Path, tp: int, dp: int = 1) -> ModelRunner:
 
 
 def param_specs(runner: ModelRunner) -> dict[str, P]:
-    return {
-        ".".join(str(p) for p in path): variable[...].sharding.spec
-        for path, variable in nnx.to_flat_state(runner.model.state)
-    }
+    """Each parameter's partition spec, reversed for a kernel stored feature-major ([out, in], the CPU
+    default), so EXPECTED_SPECS describes both layouts in [in, out] order."""
+    specs = {}
+    for path, variable in nnx.to_flat_state(runner.model.state):
+        spec = variable[...].sharding.spec
+        if variable.get_metadata().get("feature_major"):
+            spec = P(*reversed(spec))
+        specs[".".join(str(p) for p in path)] = spec
+    return specs
 
 
 def test_a_dimension_splits_only_when_its_units_divide() -> None:
@@ -108,9 +113,12 @@ def test_each_parameter_and_the_kv_pool_land_with_the_intended_partition_spec(
     pool = runner.cache.layers[0][0]
     assert pool.sharding.spec == KV_POOL_SPECS.get(tp, P(None, None, None, None))
     # each device holds only its shard: a split weight's local piece is 1/tp of it
-    q_proj = runner.model.state["layers"][0]["attn"]["q_proj"][...]
-    local = q_proj.addressable_shards[0].data.shape
-    assert local == (q_proj.shape[0], q_proj.shape[1] // tp if tp <= 4 else q_proj.shape[1])
+    q_proj = runner.model.state["layers"][0]["attn"]["q_proj"]
+    kernel = q_proj[...]
+    heads_axis = 0 if q_proj.get_metadata().get("feature_major") else 1
+    expected = list(kernel.shape)
+    expected[heads_axis] //= tp if tp <= 4 else 1
+    assert kernel.addressable_shards[0].data.shape == tuple(expected)
 
 
 def test_data_parallel_replicates_weights_across_data_groups(llama3_dir: Path) -> None:
