@@ -75,8 +75,8 @@ def load_model(
 
     With `quantization` each projection's float tensor is quantized to int8 on the host and only the int8
     kernel and its scales are placed on the devices. `feature_major` stores float kernels [out, in] (see
-    `jaxserve.modeling.decoder.feature_major_matmul`); by default it is on for a CPU mesh only, where it
-    was measured."""
+    `jaxserve.modeling.decoder.feature_major_matmul`); by default it is on for a float model on a CPU mesh
+    only, where it was measured."""
     start = time.perf_counter()
     if isinstance(source, GGUFCheckpoint | SafetensorsCheckpoint):
         checkpoint = source
@@ -90,8 +90,8 @@ def load_model(
     jdtype = DTYPES[dtype_name]
 
     mesh = mesh or ParallelConfig().build_mesh()
-    if feature_major is None:
-        feature_major = mesh.devices.flat[0].platform == "cpu"
+    if feature_major is None:  # an int8 model has no float kernels to lay out
+        feature_major = quantization is None and mesh.devices.flat[0].platform == "cpu"
     abstract = nnx.eval_shape(
         lambda: Decoder(
             cfg,

@@ -14,7 +14,9 @@ from tests.modeling.tiny_checkpoints import write_tiny_checkpoint
 
 def test_float_kernels_are_stored_out_by_in_on_cpu_unless_asked_otherwise(tmp_path: Path) -> None:
     directory = write_tiny_checkpoint("qwen3", tmp_path)
-    default = nnx.to_flat_state(load_model(directory, "float32").state)
+    model = load_model(directory, "float32")
+    assert model.feature_major
+    default = nnx.to_flat_state(model.state)
     row_major = nnx.to_flat_state(load_model(directory, "float32", feature_major=False).state)
     kernels = {
         path: variable for path, variable in default if path[-1].endswith("proj") or path == ("lm_head",)
@@ -31,6 +33,8 @@ def test_float_kernels_are_stored_out_by_in_on_cpu_unless_asked_otherwise(tmp_pa
 
 def test_int8_kernels_stay_in_by_out(tmp_path: Path) -> None:
     directory = write_tiny_checkpoint("qwen3", tmp_path)
-    state = dict(nnx.to_flat_state(load_model(directory, "float32", Quantization("w8a8")).state))
+    model = load_model(directory, "float32", Quantization("w8a8"))
+    assert not model.feature_major
+    state = dict(nnx.to_flat_state(model.state))
     assert state[("layers", 0, "attn", "q_proj", "kernel")][...].shape == (64, 128)
     assert state[("layers", 0, "attn", "q_proj", "scale")][...].shape == (128,)
