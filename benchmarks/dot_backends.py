@@ -60,6 +60,10 @@ def main() -> None:
         tables = runners[name][1]
         return [RowInput([1], position, greedy, 0, 1, i, tables[i]) for i in range(batch)]
 
+    def prompt_chunk(name: str, tokens: int) -> RowInput:
+        """The first `tokens` of the prompt, rewritten into slot 0's pages."""
+        return RowInput(prompt[:tokens], 0, greedy, 0, 0, 0, runners[name][1][0])
+
     for layout in args.layouts:
         model = load_model(path, "float32", feature_major=LAYOUTS[layout])
         prompt = [(17 * i + 3) % model.config.vocab_size for i in range(max(args.context, *args.prefill))]
@@ -67,11 +71,11 @@ def main() -> None:
             name = f"{layout}/{library}"
             runner_module.step_compiler_options = partial(forced_options, LIBRARIES[library])
             runners[name] = prefilled_runner(model, max(args.batch), 512, prompt[: args.context], greedy)
-            runner, tables = runners[name]
+            runner = runners[name][0]
             for batch in args.batch:  # compiles each step shape under this library's options
                 runner.decode(rows(name, batch, args.context))
             for tokens in args.prefill:
-                runner.prefill_chunk(RowInput(prompt[:tokens], 0, greedy, 0, 0, 0, tables[0]))
+                runner.prefill_chunk(prompt_chunk(name, tokens))
     runner_module.step_compiler_options = chosen_options
     names = list(runners)
 
@@ -82,9 +86,9 @@ def main() -> None:
         return time.perf_counter() - start
 
     def prefill_seconds(tokens: int, name: str) -> float:
-        runner, tables = runners[name]
+        chunk = prompt_chunk(name, tokens)
         start = time.perf_counter()
-        runner.prefill_chunk(RowInput(prompt[:tokens], 0, greedy, 0, 0, 0, tables[0]))
+        runners[name][0].prefill_chunk(chunk)
         return time.perf_counter() - start
 
     print(f"{'step':>12} " + " ".join(f"{name + ' ms':>17}" for name in names))

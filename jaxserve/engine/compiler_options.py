@@ -2,11 +2,12 @@
 
 On XLA:CPU, JAX 0.10 hands every eligible dot to YNNPACK (`__ynn_fusion`). Float models on CPU store their
 kernels feature-major by default (`jaxserve.modeling.decoder.feature_major_matmul`), and with that layout
-YNNPACK was faster than XLA's own (Eigen) dots at every step shape measured
-(`benchmarks/dot_backends.py --rounds 6`, 200-token contexts, 2-core AVX-512 machine, 2026-11-26),
-Eigen vs YNNPACK: prompt chunks of 32 / 128 / 512 tokens 114.5 / 435.2 / 1813.3 vs 117.4 / 426.5 /
-1243.9 ms, decode steps at batch 1 / 4 / 16 / 64 41.7 / 89.7 / 156.0 / 369.5 vs 40.2 / 59.6 / 117.1 /
-365.3 ms. So such a model always keeps YNNPACK.
+YNNPACK was faster than XLA's own (Eigen) dots at every step shape measured but the 32-token prompt chunk,
+where it was 2.5% slower (`benchmarks/dot_backends.py --rounds 6`, 200-token contexts, 2-core AVX-512
+machine, 2026-11-26), Eigen vs YNNPACK: prompt chunks of 32 / 128 / 512 tokens 114.5 / 435.2 / 1813.3 vs
+117.4 / 426.5 / 1243.9 ms (the 128-token chunk with an earlier 64-row limit in feature_major_matmul),
+decode steps at batch 1 / 4 / 16 / 64 41.7 / 89.7 / 156.0 / 369.5 vs 40.2 / 59.6 / 117.1 / 365.3 ms.
+So such a model always keeps YNNPACK.
 
 A row-major float model ([in, out] kernels: `load_model(feature_major=False)`, or off CPU) keeps the rule
 measured for it on an earlier 2-core machine: Eigen from 16 rows, where a batch-16 decode step took 143

@@ -10,8 +10,9 @@ Dimension letters used in shapes and einsum specs:
   F MLP hidden width, V vocabulary.
 
 Weights are stored as 2-D [in, out] kernels so every projection is one `x @ W`, or, with `feature_major`
-(the CPU default), float kernels as [out, in] (see `feature_major_matmul`); per-head views are reshapes. Each parameter carries its logical axis names next to its creation; a rules table elsewhere
-maps them onto a device mesh.
+(the CPU default), float kernels as [out, in] (see `feature_major_matmul`); per-head views are reshapes.
+Each parameter carries its logical axis names next to its creation; a rules table elsewhere maps them onto
+a device mesh.
 """
 
 from __future__ import annotations
@@ -391,10 +392,12 @@ class Decoder(nnx.Module):
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """hidden: [..., D] -> logits [..., V] in float32."""
-        if self.cfg.tie_word_embeddings and not self.quantized_tied_head and self.feature_major:
-            out = feature_major_matmul(hidden, self.embedding[...], jnp.float32)  # the embedding is [V, D]
-        elif self.cfg.tie_word_embeddings and not self.quantized_tied_head:
-            out = jnp.einsum("...d,vd->...v", hidden, self.embedding[...], preferred_element_type=jnp.float32)
+        if self.cfg.tie_word_embeddings and not self.quantized_tied_head:  # the float embedding [V, D]
+            embedding = self.embedding[...]
+            if self.feature_major:
+                out = feature_major_matmul(hidden, embedding, jnp.float32)
+            else:
+                out = jnp.einsum("...d,vd->...v", hidden, embedding, preferred_element_type=jnp.float32)
         else:
             head = self.tied_lm_head if self.quantized_tied_head else self.lm_head
             out = _project(hidden, head, jnp.float32)
