@@ -26,7 +26,13 @@ from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.compiler_options import step_compiler_options
 from jaxserve.engine.executable_store import ExecutableStore, fingerprint
 from jaxserve.engine.multihost import Call, LeaderChannel, follow, host_copy, is_leader
-from jaxserve.engine.step import PromptLogprobs, SlotSamplingState, StepInputs, init_slot, model_step
+from jaxserve.engine.step import (
+    PromptLogprobs,
+    SlotSamplingState,
+    StepInputs,
+    init_slot,
+    model_step_on_leaves,
+)
 from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.modeling.loader import LoadedModel
 from jaxserve.modeling.sharding import batch_sharding, kv_cache_spec, place, replicated
@@ -114,7 +120,9 @@ class ModelRunner:
         self.mesh = model.mesh
         # One sharding for every layer's key and value pool (a pytree prefix of the cache).
         self._cache_shardings = NamedSharding(self.mesh, kv_cache_spec(model.config, self.mesh))
-        self._param_shardings = jax.tree.map(lambda weight: weight.sharding, model.state)  # as loaded
+        # The weights go to each step as a flat list (see model_step_on_leaves), sharded as loaded.
+        self._param_leaves, self._params_tree = jax.tree.flatten(model.state)
+        self._param_shardings = [weight.sharding for weight in self._param_leaves]
         self._replicated = replicated(self.mesh)
         # Allocated straight into their shards; the sampler state is small and every device reads it whole.
         self.cache = jax.jit(
@@ -196,9 +204,9 @@ class ModelRunner:
         # Explicit shardings: weights and cache as placed; batch rows over `data`; sampled results
         # replicated, so any process can read them.
         jitted = jax.jit(
-            model_step,
-            static_argnums=(0,),
-            donate_argnums=(2, 3),
+            model_step_on_leaves,
+            static_argnums=(0, 1),
+            donate_argnums=(3, 4),
             in_shardings=(
                 self._param_shardings,
                 self._cache_shardings,
@@ -210,7 +218,8 @@ class ModelRunner:
         with jax.set_mesh(self.mesh):  # the mesh model code may ask for (the Pallas kernel's shard_map)
             lowered = jitted.lower(
                 self.model.graphdef,
-                self.model.state,
+                self._params_tree,
+                self._param_leaves,
                 self.cache,
                 self.sampler_state,
                 jax.tree.map(place, inputs, input_shardings),
@@ -339,7 +348,7 @@ class ModelRunner:
         exe = self._executable(shape)
         inputs = jax.tree.map(_onto, packed, self._input_shardings[shape])  # onto the mesh
         result, prompt_lp, self.cache, self.sampler_state = exe(
-            self.model.state, self.cache, self.sampler_state, inputs
+            self._param_leaves, self.cache, self.sampler_state, inputs
         )
         return result, prompt_lp
 

@@ -145,3 +145,20 @@ def model_step(
 
     prompt_lp = jax.lax.cond(inputs.want_prompt_logprobs, with_prompt_logprobs, without)
     return result, prompt_lp, cache, sampler_state
+
+
+def model_step_on_leaves(
+    graphdef: nnx.GraphDef,
+    params_tree: jax.tree_util.PyTreeDef,
+    param_leaves: list[jax.Array],
+    cache: PagedKVCache,
+    sampler_state: SlotSamplingState,
+    inputs: StepInputs,
+) -> tuple[SampleResult, PromptLogprobs, PagedKVCache, SlotSamplingState]:
+    """`model_step` with the weights passed as their flat list of leaves.
+
+    Why: every call of a compiled step flattens its arguments on the host, and an nnx.State flattens in
+    Python. For SmolLM2 (272 weights) a decode step's dispatch took 4.0 ms with the State and 2.0 ms with
+    the list, against a 43 ms step: host time that on 2 cores is taken from the step itself."""
+    params = jax.tree.unflatten(params_tree, param_leaves)
+    return model_step(graphdef, params, cache, sampler_state, inputs)

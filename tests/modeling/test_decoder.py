@@ -15,8 +15,8 @@ from jaxserve.modeling.decoder import FEATURE_MAJOR_MAX_ROWS, feature_major_matm
 def test_feature_major_matmul_is_x_times_the_transposed_kernel(
     lead: tuple[int, int], out_dtype: jnp.dtype | None
 ) -> None:
-    # (1, FEATURE_MAJOR_MAX_ROWS) takes kernel @ xᵀ at the row limit; (3, 50) = 150 rows contracts x with
-    # the kernel directly.
+    # (1, 1) is the one-row product (no copies); (1, FEATURE_MAJOR_MAX_ROWS) takes kernel @ xᵀ at the
+    # row limit; (3, 50) = 150 rows contracts x with the kernel directly.
     rng = np.random.default_rng(sum(lead))
     x = rng.standard_normal((*lead, 48), dtype=np.float32)
     kernel = rng.standard_normal((80, 48), dtype=np.float32)  # [out, in]
