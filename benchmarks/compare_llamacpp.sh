@@ -32,9 +32,17 @@ requests_args=()
 [[ -n "$REQUESTS" ]] && requests_args=(--requests "$REQUESTS")
 
 # ---------------------------------------------------------------- 1. build llama.cpp (cached)
+# AMX is off by default: on a VM that advertises amx_tile but faults on it (seen on a 2-core AVX-512
+# Firecracker guest, although arch_prctl grants the tile state), the native build's Q8_0 kernels die with
+# SIGILL at `tilezero`. GGML_NATIVE's -march=native turns AMX on whatever GGML_AMX_* say, so the compiler
+# is told -mno-amx-*, which wins over -march. LLAMA_CPU_FLAGS="" builds with whatever -march=native finds.
+# The build is redone when these flags change.
+LLAMA_CPU_FLAGS="${LLAMA_CPU_FLAGS--mno-amx-tile -mno-amx-int8 -mno-amx-bf16}"
 LLAMA_DIR="$CACHE/llama-cpp-python-$LLAMA_CPP_PYTHON_VERSION"
 LLAMA_BIN="$LLAMA_DIR/build/bin"
-if [[ ! -x "$LLAMA_BIN/llama-server" || ! -x "$LLAMA_BIN/llama-quantize" ]]; then
+LLAMA_STAMP="$LLAMA_DIR/build/jaxserve-cmake-args"
+if [[ ! -x "$LLAMA_BIN/llama-server" || ! -x "$LLAMA_BIN/llama-quantize" \
+      || "$(cat "$LLAMA_STAMP" 2>/dev/null)" != "$LLAMA_CPU_FLAGS" ]]; then
   echo "== building llama.cpp from the llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sdist into $LLAMA_DIR"
   sdist="$CACHE/sdist/llama_cpp_python-$LLAMA_CPP_PYTHON_VERSION.tar.gz"
   if [[ ! -f "$sdist" ]]; then
@@ -45,8 +53,10 @@ if [[ ! -x "$LLAMA_BIN/llama-server" || ! -x "$LLAMA_BIN/llama-quantize" ]]; the
   tar -xzf "$sdist" -C "$LLAMA_DIR" --strip-components=1
   cmake -S "$LLAMA_DIR/vendor/llama.cpp" -B "$LLAMA_DIR/build" -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_SERVER=ON >"$LLAMA_DIR/cmake.log"
+    -DLLAMA_BUILD_SERVER=ON -DCMAKE_C_FLAGS="$LLAMA_CPU_FLAGS" -DCMAKE_CXX_FLAGS="$LLAMA_CPU_FLAGS" \
+    >"$LLAMA_DIR/cmake.log"
   cmake --build "$LLAMA_DIR/build" -j "$CORES" --target llama-server llama-quantize >"$LLAMA_DIR/build.log"
+  printf '%s' "$LLAMA_CPU_FLAGS" >"$LLAMA_STAMP"
 fi
 
 # ---------------------------------------------------------------- 2. model files

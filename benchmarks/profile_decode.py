@@ -1,8 +1,10 @@
 """Where a decode step's time goes: a `jax.profiler` trace of the runner's decode steps, summarised by op.
 
     cd benchmarks && ../.venv/bin/python profile_decode.py [--batch 1] [--steps 16] [--context 128]
+    cd benchmarks && ../.venv/bin/python profile_decode.py --prefill 128 [--steps 8]
 
-Runs `--steps` decode steps of the same jitted step the server runs (prefilled KV cache, greedy), under
+Runs `--steps` decode steps of the same jitted step the server runs (prefilled KV cache, greedy), or with
+`--prefill N` prompt chunks of N tokens (each a fresh prompt in slot 0, from position 0), under
 `jax.profiler.trace` with a Perfetto trace, then reads the trace back and prints:
   - the wall time per step, and how much of it XLA spent in ops (the rest is host work and dispatch);
   - the ops that took the most time, grouped by HLO op name without its numeric suffix
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--context", type=int, default=128)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--prefill", type=int, default=0, help="profile prompt chunks of this many tokens")
     args = parser.parse_args()
 
     model = load_model(
@@ -83,6 +86,10 @@ def main() -> None:
 
     def step(index: int) -> None:
         nonlocal tokens
+        if args.prefill:
+            chunk = [(31 * (i + index) + 7) % model.config.vocab_size for i in range(args.prefill)]
+            runner.prefill_chunk(RowInput(chunk, 0, greedy, 0, index, 0, tables[0]))
+            return
         position = args.context + index
         rows = [RowInput([t], position, greedy, 0, index, i, tables[i]) for i, t in enumerate(tokens)]
         tokens = [o.token for o in runner.decode(rows)]
@@ -97,7 +104,10 @@ def main() -> None:
     totals, op_us = op_durations(trace_dir)
     step_ms = wall_s / args.steps * 1e3
     op_ms = op_us / args.steps / 1e3
-    print(f"batch {args.batch}, context {args.context}: {step_ms:.1f} ms per step (traced)")
+    shape = (
+        f"prompt chunk of {args.prefill}" if args.prefill else f"batch {args.batch}, context {args.context}"
+    )
+    print(f"{shape}: {step_ms:.1f} ms per step (traced)")
     print(
         f"XLA op time {op_ms:.1f} ms per step (ops on parallel threads add up, so this can exceed wall time)"
     )

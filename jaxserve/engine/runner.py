@@ -486,5 +486,7 @@ def _onto(leaf: Any, sharding: NamedSharding) -> jax.Array:
     """A step input onto the mesh: a host array sliced per device, a device array (a previous step's
     output) resharded there without a round trip through the host."""
     if isinstance(leaf, jax.Array):
-        return leaf if leaf.sharding == sharding else jax.device_put(leaf, sharding)
+        # Equivalent, not equal: a replicated output (P()) feeding a batch input (P(None,)) on a mesh
+        # without a data split needs no copy (it cost ~0.6 ms per chained decode step).
+        return leaf if leaf.sharding.is_equivalent_to(sharding, leaf.ndim) else jax.device_put(leaf, sharding)
     return place(leaf, sharding)
