@@ -41,7 +41,9 @@ def windowed_model(path: Path, window: int) -> LoadedModel:
     """The checkpoint's weights behind a decoder whose every layer attends through `window` tokens."""
     base = load_model(path, "float32")
     config = dataclasses.replace(base.config, sliding_window=window)
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: Decoder(config, dtype=base.dtype)))
+    graphdef, _ = nnx.split(
+        nnx.eval_shape(lambda: Decoder(config, dtype=base.dtype, feature_major=base.feature_major))
+    )
     return dataclasses.replace(base, config=config, graphdef=graphdef)
 
 

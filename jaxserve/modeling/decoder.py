@@ -10,13 +10,15 @@ Dimension letters used in shapes and einsum specs:
   F MLP hidden width, V vocabulary.
 
 Weights are stored as 2-D [in, out] kernels so every projection is one `x @ W`, or, with `feature_major`
-(the CPU default), float kernels as [out, in] (see `feature_major_matmul`); per-head views are reshapes.
+(the CPU default), float kernels as [out, in] (see `feature_major_matmul`), with the k/v and gate/up pairs
+each stacked into one [2, out, in] kernel (one dot per pair); per-head views are reshapes.
 Each parameter carries its logical axis names next to its creation; a rules table elsewhere maps them onto
 a device mesh.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -67,12 +69,31 @@ def _projection(
     return _param(rngs, shape, axes, dtype, "normal")
 
 
+def _stacked_projection(
+    rngs: nnx.Rngs | None,
+    parts: int,
+    shape: tuple[int, int],
+    axes: tuple[str, str],
+    dtype: jnp.dtype,
+) -> nnx.Param:
+    """`parts` feature-major projections of `shape` (in, out) that read the same input, stored as one
+    [parts, out, in] kernel: one dot instead of `parts` (see MLP and Attention). The leading axis is never
+    split across devices, so each part shards as its own projection would."""
+    return _param(
+        rngs, (parts, shape[1], shape[0]), ("stacked", axes[1], axes[0]), dtype, "normal", feature_major=True
+    )
+
+
 FEATURE_MAJOR_MAX_ROWS = 128
 """Up to this many rows `feature_major_matmul` multiplies kernel @ xᵀ; with more, x @ kernelᵀ directly."""
 
+STACK_PROJECTIONS = True
+MLP_THROUGH_MAX_ROWS = 128
+"""Whether feature-major float models stack k/v and gate/up kernels (read when a model is built)."""
+
 
 def feature_major_matmul(x: jax.Array, kernel: jax.Array, out_dtype: jnp.dtype | None = None) -> jax.Array:
-    """x [..., in] times a kernel stored [out, in] -> [..., out].
+    """x [..., in] times a kernel stored [*out, in] -> [..., *out] (out is one axis, or a stack's two).
 
     Up to FEATURE_MAJOR_MAX_ROWS rows it computes kernel @ xᵀ. Why: XLA:CPU's dot libraries stream the big
     operand fastest when it is the dot's left side and the activations are a contiguous [in, rows] right
@@ -87,22 +108,52 @@ def feature_major_matmul(x: jax.Array, kernel: jax.Array, out_dtype: jnp.dtype |
     kernel @ xᵀ, 334.3 vs 426.5 with x @ kernelᵀ.
     """
     lead, width = x.shape[:-1], x.shape[-1]
+    out_dims, contract = kernel.shape[:-1], kernel.ndim - 1
     rows = x.reshape(-1, width)
     if rows.shape[0] == 1:
         # One row is a matrix-vector product in either orientation, and its transposes are free
         # reshapes, so the barriers would only add two copy ops per projection (~420 per SmolLM2 decode
         # step): batch-1 steps took 38.7 instead of 40.2 ms without them.
-        out = jax.lax.dot_general(kernel, rows, (((1,), (1,)), ((), ())), preferred_element_type=out_dtype)
-        return out.reshape(*lead, kernel.shape[0]).astype(out_dtype or x.dtype)
-    if rows.shape[0] > FEATURE_MAJOR_MAX_ROWS:  # a trace-time choice: shapes are static
-        out = jax.lax.dot_general(rows, kernel, (((1,), (1,)), ((), ())), preferred_element_type=out_dtype)
+        out = jax.lax.dot_general(
+            kernel, rows, (((contract,), (1,)), ((), ())), preferred_element_type=out_dtype
+        )
+    elif rows.shape[0] > FEATURE_MAJOR_MAX_ROWS:  # a trace-time choice: shapes are static
+        out = jax.lax.dot_general(
+            rows, kernel, (((1,), (contract,)), ((), ())), preferred_element_type=out_dtype
+        )
     else:
         columns = jax.lax.optimization_barrier(rows.T)  # [in, rows]
         out_t = jax.lax.dot_general(
-            kernel, columns, (((1,), (0,)), ((), ())), preferred_element_type=out_dtype
-        )  # [out, rows]
-        out = jax.lax.optimization_barrier(out_t).T
-    return out.reshape(*lead, kernel.shape[0]).astype(out_dtype or x.dtype)
+            kernel, columns, (((contract,), (0,)), ((), ())), preferred_element_type=out_dtype
+        )  # [*out, rows]
+        out = jnp.moveaxis(jax.lax.optimization_barrier(out_t), -1, 0)
+    return out.reshape(*lead, *out_dims).astype(out_dtype or x.dtype)
+
+
+def feature_major_mlp(
+    x: jax.Array, gate_up: jax.Array, down: jax.Array, act: Callable[[jax.Array], jax.Array]
+) -> jax.Array:
+    """down(act(gate(x)) * up(x)) for x [..., D] with feature-major kernels: gate_up [2, F, D] (gate
+    stacked on up), down [D, F].
+
+    From 2 to MLP_THROUGH_MAX_ROWS rows the hidden activations stay [F, rows] between the two dots, which
+    is what the down projection's kernel @ hᵀ wants: one copy in and one out for the whole block instead
+    of two per projection. One row is two matrix-vector products; more rows than that contract x with the
+    kernels as stored.
+    """
+    lead, width = x.shape[:-1], x.shape[-1]
+    rows = x.reshape(-1, width)
+    if rows.shape[0] > MLP_THROUGH_MAX_ROWS:
+        hidden = jax.lax.dot_general(rows, gate_up, (((1,), (2,)), ((), ())))  # [rows, 2, F]
+        out = jax.lax.dot_general(act(hidden[:, 0]) * hidden[:, 1], down, (((1,), (1,)), ((), ())))
+        return out.reshape(*lead, down.shape[0])
+    if rows.shape[0] == 1:
+        hidden = feature_major_matmul(x, gate_up)  # [..., 2, F]
+        return feature_major_matmul(act(hidden[..., 0, :]) * hidden[..., 1, :], down)
+    columns = jax.lax.optimization_barrier(rows.T)  # [D, rows]
+    hidden = jax.lax.dot_general(gate_up, columns, (((2,), (0,)), ((), ())))  # [2, F, rows]
+    out_t = jax.lax.dot_general(down, act(hidden[0]) * hidden[1], (((1,), (0,)), ((), ())))  # [D, rows]
+    return jax.lax.optimization_barrier(out_t).T.reshape(*lead, down.shape[0])
 
 
 def _project(
@@ -175,8 +226,15 @@ class Attention(nnx.Module):
             raise ValueError(f"attention_impl {attention_impl!r} is not one of {ATTENTION_IMPLS}")
         d, quant = cfg.hidden_size, quantization
         self.q_proj = _projection(rngs, (d, cfg.q_size), ("embed", "q_heads"), dtype, quant, feature_major)
-        self.k_proj = _projection(rngs, (d, cfg.kv_size), ("embed", "kv_heads"), dtype, quant, feature_major)
-        self.v_proj = _projection(rngs, (d, cfg.kv_size), ("embed", "kv_heads"), dtype, quant, feature_major)
+        if feature_major and quant is None and STACK_PROJECTIONS:  # keys and values in one dot
+            self.kv_proj = _stacked_projection(rngs, 2, (d, cfg.kv_size), ("embed", "kv_heads"), dtype)
+        else:
+            self.k_proj = _projection(
+                rngs, (d, cfg.kv_size), ("embed", "kv_heads"), dtype, quant, feature_major
+            )
+            self.v_proj = _projection(
+                rngs, (d, cfg.kv_size), ("embed", "kv_heads"), dtype, quant, feature_major
+            )
         self.o_proj = _projection(rngs, (cfg.q_size, d), ("q_heads", "embed"), dtype, quant, feature_major)
         if cfg.attention_bias:
             self.q_bias = _param(rngs, (cfg.q_size,), ("q_heads",), dtype, "zeros")
@@ -201,8 +259,12 @@ class Attention(nnx.Module):
         cfg = self.cfg
         b, t, _ = x.shape
         q = _project(x, self.q_proj)
-        k = _project(x, self.k_proj)
-        v = _project(x, self.v_proj)
+        if hasattr(self, "kv_proj"):
+            kv = feature_major_matmul(x, self.kv_proj[...])  # [B, T, 2, K*H]
+            k, v = kv[..., 0, :], kv[..., 1, :]
+        else:
+            k = _project(x, self.k_proj)
+            v = _project(x, self.v_proj)
         if cfg.attention_bias:
             q = q + self.q_bias[...]
             k = k + self.k_bias[...]
@@ -253,13 +315,20 @@ class MLP(nnx.Module):
         feature_major: bool = False,
     ):
         d, f, quant = cfg.hidden_size, cfg.intermediate_size, quantization
-        self.gate_proj = _projection(rngs, (d, f), ("embed", "mlp"), dtype, quant, feature_major)
-        self.up_proj = _projection(rngs, (d, f), ("embed", "mlp"), dtype, quant, feature_major)
+        if feature_major and quant is None and STACK_PROJECTIONS:  # gate and up in one dot
+            self.gate_up_proj = _stacked_projection(rngs, 2, (d, f), ("embed", "mlp"), dtype)
+        else:
+            self.gate_proj = _projection(rngs, (d, f), ("embed", "mlp"), dtype, quant, feature_major)
+            self.up_proj = _projection(rngs, (d, f), ("embed", "mlp"), dtype, quant, feature_major)
         self.down_proj = _projection(rngs, (f, d), ("mlp", "embed"), dtype, quant, feature_major)
         self.activation = cfg.mlp_activation
 
     def __call__(self, x: jax.Array) -> jax.Array:
         act = _ACTIVATIONS[self.activation]
+        if hasattr(self, "gate_up_proj"):
+            down = self.down_proj
+            assert isinstance(down, nnx.Param)  # a float model's: only those stack gate and up
+            return feature_major_mlp(x, self.gate_up_proj[...], down[...], act)
         return _project(act(_project(x, self.gate_proj)) * _project(x, self.up_proj), self.down_proj)
 
 

@@ -20,7 +20,7 @@ from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.decoder import Decoder
 from jaxserve.modeling.quantization import Quantization, quantize_per_channel
 from jaxserve.modeling.sharding import ParallelConfig, param_shardings, place
-from jaxserve.modeling.weight_map import QUANTIZED_PARTS, apply_transform, source_for
+from jaxserve.modeling.weight_map import QUANTIZED_PARTS, apply_transform, source_for, stacked_parts
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,10 @@ def load_model(
     # An int8 projection's kernel and scale are adjacent in the flat state and come from one tensor:
     # quantize it once for both (one entry, so at most one float tensor is held on the host).
     quantized: tuple[str, tuple[np.ndarray, np.ndarray]] | None = None
-    for index, (path_tuple, variable) in enumerate(flat):
-        param_path = ".".join(str(p) for p in path_tuple)
+
+    def read(param_path: str) -> np.ndarray:
+        """One parameter's tensor from the checkpoint, in the map's layout ([in, out] kernels)."""
+        nonlocal quantized
         row, layer, part = source_for(param_path)
         name = row.hf_name if checkpoint.format == "hf" else row.gguf_name
         transform = row.hf_transform if checkpoint.format == "hf" else row.gguf_transform
@@ -122,21 +124,23 @@ def load_model(
         if name not in available:
             raise ModelLoadError(f"checkpoint {path} lacks tensor '{name}' (needed for {param_path})")
         if part is None:
-            array = apply_transform(checkpoint.tensor(name), transform, cfg)
+            return apply_transform(checkpoint.tensor(name), transform, cfg)
+        if quantized is None or quantized[0] != name:
+            quantized = (name, quantize_per_channel(apply_transform(checkpoint.tensor(name), transform, cfg)))
+        return quantized[1][QUANTIZED_PARTS[part]]
+
+    for index, (path_tuple, variable) in enumerate(flat):
+        param_path = ".".join(str(p) for p in path_tuple)
+        parts = stacked_parts(param_path)
+        if parts is not None:  # feature-major: each part [in, out] -> [out, in], stacked
+            array = np.stack([read(part).T for part in parts])
         else:
-            if quantized is None or quantized[0] != name:
-                quantized = (
-                    name,
-                    quantize_per_channel(apply_transform(checkpoint.tensor(name), transform, cfg)),
-                )
-            array = quantized[1][QUANTIZED_PARTS[part]]
-        if variable.get_metadata().get("feature_major"):
-            array = array.T  # the map gives [in, out] kernels
+            array = read(param_path)
+            if variable.get_metadata().get("feature_major"):
+                array = array.T  # the map gives [in, out] kernels
         expected = tuple(variable.shape)
         if array.shape != expected:
-            raise ModelLoadError(
-                f"tensor '{name}' has shape {array.shape}, expected {expected} for {param_path}"
-            )
+            raise ModelLoadError(f"tensor of shape {array.shape}, expected {expected} for {param_path}")
         # The parameter's own dtype: the model dtype, or int8 / float32 for a quantized kernel / scale.
         value = place(np.ascontiguousarray(array, dtype=np.dtype(variable.dtype)), shardings[path_tuple])
         loaded.append((path_tuple, variable.replace(value)))

@@ -135,6 +135,15 @@ WEIGHT_MAP: tuple[WeightSource, ...] = (
     WeightSource("tied_lm_head", "model.embed_tokens.weight", "token_embd.weight", "transpose", "transpose"),
 )
 
+STACKED_PARAMS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "layers.{i}.attn.kv_proj": ("layers.{i}.attn.k_proj", "layers.{i}.attn.v_proj"),
+        "layers.{i}.mlp.gate_up_proj": ("layers.{i}.mlp.gate_proj", "layers.{i}.mlp.up_proj"),
+    }
+)
+"""Feature-major float models stack projections that read the same input into one [parts, out, in]
+parameter (see `decoder._stacked_projection`): each part is loaded by its own row above."""
+
 QUANTIZED_PARTS: Mapping[str, int] = MappingProxyType({"kernel": 0, "scale": 1})
 """The parameters of an int8 projection -> their index in `quantize_per_channel`'s (kernel, scale)."""
 
@@ -148,6 +157,16 @@ def _pattern_key(param_path: str) -> tuple[str, int | None]:
 
 
 _BY_PARAM = {row.param: row for row in WEIGHT_MAP}
+
+
+def stacked_parts(param_path: str) -> list[str] | None:
+    """The parameters a stacked one is made of, in stacking order ('layers.3.mlp.gate_up_proj' ->
+    ['layers.3.mlp.gate_proj', 'layers.3.mlp.up_proj']), or None for any other parameter."""
+    pattern, layer = _pattern_key(param_path)
+    parts = STACKED_PARAMS.get(pattern)
+    if parts is None:
+        return None
+    return [part.replace("{i}", str(layer)) for part in parts]
 
 
 def source_for(param_path: str) -> tuple[WeightSource, int | None, str | None]:

@@ -44,7 +44,9 @@ def windowed_runner(tiny_model_dir: Path) -> ModelRunner:
     Three step shapes: decode batches of 1 and 2, and 8-token prefill chunks, all over 16 pages."""
     base = load_model(tiny_model_dir, "float32")
     config = dataclasses.replace(base.config, sliding_window=WINDOW)
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: Decoder(config, dtype=base.dtype)))
+    graphdef, _ = nnx.split(
+        nnx.eval_shape(lambda: Decoder(config, dtype=base.dtype, feature_major=base.feature_major))
+    )
     model = dataclasses.replace(base, config=config, graphdef=graphdef)
     buckets = BucketConfig(
         max_num_seqs=2,

@@ -7,7 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxserve.modeling.decoder import FEATURE_MAJOR_MAX_ROWS, feature_major_matmul
+from jaxserve.modeling.decoder import (
+    FEATURE_MAJOR_MAX_ROWS,
+    MLP_THROUGH_MAX_ROWS,
+    feature_major_matmul,
+    feature_major_mlp,
+)
 
 
 @pytest.mark.parametrize("lead", [(1, 1), (4, 1), (2, 8), (1, FEATURE_MAJOR_MAX_ROWS), (3, 50)])
@@ -35,3 +40,28 @@ def test_feature_major_matmul_keeps_a_bfloat16_input_in_bfloat16_unless_asked() 
     assert widened.dtype == jnp.float32
     expected = np.asarray(x, np.float32) @ np.asarray(kernel, np.float32).T
     np.testing.assert_allclose(np.asarray(widened), expected, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("lead", [(1, 1), (2, 8), (1, FEATURE_MAJOR_MAX_ROWS), (3, 50)])
+def test_a_stacked_kernel_gives_each_part_its_own_product(lead: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(lead))
+    x = rng.standard_normal((*lead, 48), dtype=np.float32)
+    kernel = rng.standard_normal((2, 80, 48), dtype=np.float32)  # [parts, out, in]
+    out = jax.jit(feature_major_matmul)(x, kernel)
+    assert out.shape == (*lead, 2, 80)
+    for part in range(2):
+        np.testing.assert_allclose(np.asarray(out[..., part, :]), x @ kernel[part].T, rtol=1e-5, atol=1e-5)
+
+
+# One row, the hidden activations kept [F, rows] (up to MLP_THROUGH_MAX_ROWS), and x @ kernelᵀ above it.
+@pytest.mark.parametrize("lead", [(1, 1), (2, 8), (1, MLP_THROUGH_MAX_ROWS), (3, 50)])
+def test_feature_major_mlp_is_the_gated_mlp(lead: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(lead))
+    x = rng.standard_normal((*lead, 48), dtype=np.float32)
+    gate_up = rng.standard_normal((2, 96, 48), dtype=np.float32) * 0.2  # [gate; up], each [F, D]
+    down = rng.standard_normal((48, 96), dtype=np.float32) * 0.2  # [D, F]
+    out = jax.jit(feature_major_mlp, static_argnums=3)(x, gate_up, down, jax.nn.silu)
+    gate, up = x @ gate_up[0].T, x @ gate_up[1].T
+    expected = (gate / (1 + np.exp(-gate)) * up) @ down.T
+    assert out.shape == (*lead, 48)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-4)

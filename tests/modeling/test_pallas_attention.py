@@ -228,7 +228,11 @@ def test_dispatcher_forced_choices() -> None:
 
 def _decoder_with(model: LoadedModel, attention_impl: AttentionImpl) -> nnx.GraphDef:
     """The loaded model's graph with another attention implementation (its state merges into either)."""
-    abstract = nnx.eval_shape(lambda: Decoder(model.config, dtype=model.dtype, attention_impl=attention_impl))
+    abstract = nnx.eval_shape(
+        lambda: Decoder(
+            model.config, dtype=model.dtype, attention_impl=attention_impl, feature_major=model.feature_major
+        )
+    )
     return nnx.split(abstract)[0]
 
 

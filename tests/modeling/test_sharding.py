@@ -15,6 +15,7 @@ from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.runner import ModelRunner
 from jaxserve.modeling.loader import load_model
 from jaxserve.modeling.sharding import ParallelConfig, batch_sharding, logical_spec
+from jaxserve.modeling.weight_map import stacked_parts
 from tests.modeling.tiny_checkpoints import write_tiny_checkpoint
 
 # The tiny llama3 family: 4 query heads, 2 KV heads, MLP 128, vocabulary 256, untied LM head.
@@ -74,13 +75,20 @@ def small_runner(model_dir: Path, tp: int, dp: int = 1) -> ModelRunner:
 
 def param_specs(runner: ModelRunner) -> dict[str, P]:
     """Each parameter's partition spec, reversed for a kernel stored feature-major ([out, in], the CPU
-    default), so EXPECTED_SPECS describes both layouts in [in, out] order."""
+    default), so EXPECTED_SPECS describes both layouts in [in, out] order. A stacked kernel ([parts, out,
+    in], never split along parts) gives each part the spec of its [out, in] slice."""
     specs = {}
     for path, variable in nnx.to_flat_state(runner.model.state):
+        name = ".".join(str(p) for p in path)
         spec = variable[...].sharding.spec
+        parts = stacked_parts(name)
+        if parts is not None:
+            assert spec[0] is None, name
+            specs.update({part: P(*reversed(spec[1:])) for part in parts})
+            continue
         if variable.get_metadata().get("feature_major"):
             spec = P(*reversed(spec))
-        specs[".".join(str(p) for p in path)] = spec
+        specs[name] = spec
     return specs
 
 
