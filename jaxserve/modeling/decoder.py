@@ -93,9 +93,15 @@ Runner steps, separate vs stacked (in-process ABBA, 2026-11-26): decode at batch
 53.6 / 128.8 / 369.3 vs 39.1 / 51.8 / 126.6 / 356.6 ms; a 32-token prompt chunk 105.0 vs 105.5."""
 
 MLP_THROUGH_MAX_ROWS = 128
-"""Up to this many rows `feature_major_mlp` keeps the hidden activations [F, rows]; above, x @ kernelᵀ.
+"""Up to this many rows `feature_major_mlp` keeps the hidden activations [F, rows]; above, it is two
+`feature_major_matmul` products.
 One in-process ABBA put a 128-token prompt chunk at 316.8 ms this way and 303.7 ms the other (a 32-token
 chunk 115.2 vs 117.4): within the machine's drift, so the limit stays at FEATURE_MAJOR_MAX_ROWS."""
+
+
+def _stacks_pairs(feature_major: bool, quantization: Quantization | None) -> bool:
+    """Whether a layer stores its k/v and gate/up kernels stacked: feature-major float models only."""
+    return feature_major and quantization is None and STACK_PROJECTIONS
 
 
 def feature_major_matmul(x: jax.Array, kernel: jax.Array, out_dtype: jnp.dtype | None = None) -> jax.Array:
@@ -144,16 +150,12 @@ def feature_major_mlp(
 
     From 2 to MLP_THROUGH_MAX_ROWS rows the hidden activations stay [F, rows] between the two dots, which
     is what the down projection's kernel @ hᵀ wants: one copy in and one out for the whole block instead
-    of two per projection. One row is two matrix-vector products; more rows than that contract x with the
-    kernels as stored.
+    of two per projection. Outside that range it is the two `feature_major_matmul` products (matrix-vector
+    for one row, x contracted with the kernels as stored above FEATURE_MAJOR_MAX_ROWS).
     """
     lead, width = x.shape[:-1], x.shape[-1]
     rows = x.reshape(-1, width)
-    if rows.shape[0] > MLP_THROUGH_MAX_ROWS:
-        hidden = jax.lax.dot_general(rows, gate_up, (((1,), (2,)), ((), ())))  # [rows, 2, F]
-        out = jax.lax.dot_general(act(hidden[:, 0]) * hidden[:, 1], down, (((1,), (1,)), ((), ())))
-        return out.reshape(*lead, down.shape[0])
-    if rows.shape[0] == 1:
+    if not 1 < rows.shape[0] <= MLP_THROUGH_MAX_ROWS:
         hidden = feature_major_matmul(x, gate_up)  # [..., 2, F]
         return feature_major_matmul(act(hidden[..., 0, :]) * hidden[..., 1, :], down)
     columns = jax.lax.optimization_barrier(rows.T)  # [D, rows]
@@ -232,7 +234,7 @@ class Attention(nnx.Module):
             raise ValueError(f"attention_impl {attention_impl!r} is not one of {ATTENTION_IMPLS}")
         d, quant = cfg.hidden_size, quantization
         self.q_proj = _projection(rngs, (d, cfg.q_size), ("embed", "q_heads"), dtype, quant, feature_major)
-        if feature_major and quant is None and STACK_PROJECTIONS:  # keys and values in one dot
+        if _stacks_pairs(feature_major, quant):  # keys and values in one dot
             self.kv_proj = _stacked_projection(rngs, 2, (d, cfg.kv_size), ("embed", "kv_heads"), dtype)
         else:
             self.k_proj = _projection(
@@ -321,7 +323,7 @@ class MLP(nnx.Module):
         feature_major: bool = False,
     ):
         d, f, quant = cfg.hidden_size, cfg.intermediate_size, quantization
-        if feature_major and quant is None and STACK_PROJECTIONS:  # gate and up in one dot
+        if _stacks_pairs(feature_major, quant):  # gate and up in one dot
             self.gate_up_proj = _stacked_projection(rngs, 2, (d, f), ("embed", "mlp"), dtype)
         else:
             self.gate_proj = _projection(rngs, (d, f), ("embed", "mlp"), dtype, quant, feature_major)
