@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from aiohttp import web
 
 from jaxserve.engine.async_engine import AsyncEngine
-from jaxserve.engine.buckets import BucketConfig
+from jaxserve.engine.buckets import BucketConfig, prefill_chunk_sizes_for
 from jaxserve.engine.compilations import CompilationCounter
 from jaxserve.engine.kv_memory import free_device_bytes, num_kv_pages, parse_size, stable_page_count
 from jaxserve.engine.multihost import DistributedConfig, agree_on_minimum, is_leader
@@ -116,6 +116,7 @@ def build_runner(options: ServerOptions) -> tuple[ModelRunner, Path, GGUFCheckpo
             max_model_len=max_model_len,
             page_size=options.block_size,
             max_num_batched_tokens=options.max_num_batched_tokens,
+            prefill_chunk_sizes=prefill_chunk_sizes_for(mesh.devices.flat[0].platform),
         )
         num_pages = agree_on_minimum(
             _kv_cache_pages(options, model.config, model.dtype, buckets, kv_cache_shards(model.config, mesh))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 
@@ -28,6 +29,20 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
+CPU_PREFILL_CHUNK_SIZES = (32, 128)
+"""Prompt chunk sizes on XLA:CPU. A 512-token chunk costs more per token there than four of 128, so it
+would only add compiles: default model, 2-core AVX-512 CPU (`benchmarks/prefill_chunks.py`, 2026-11-27),
+1024 / 2048 prompt tokens in chunks of 512 vs 128, float32 3789 / 10758 vs 3594 / 9752 ms, W8A8 2395 /
+8035 vs 2166 / 6714 ms."""
+
+ACCELERATOR_PREFILL_CHUNK_SIZES = (32, 128, 512)
+
+
+def prefill_chunk_sizes_for(platform: str) -> tuple[int, ...]:
+    """The prompt chunk sizes to compile on `platform` (a JAX device platform name)."""
+    return CPU_PREFILL_CHUNK_SIZES if platform == "cpu" else ACCELERATOR_PREFILL_CHUNK_SIZES
+
+
 @dataclass(frozen=True)
 class BucketConfig:
     """Shapes the runner compiles: (rows, tokens per row, block-table width in pages).
@@ -41,12 +56,22 @@ class BucketConfig:
     max_num_seqs: int
     max_model_len: int
     page_size: int = 16
-    prefill_chunk_sizes: tuple[int, ...] = (32, 128, 512)
+    prefill_chunk_sizes: tuple[int, ...] = ACCELERATOR_PREFILL_CHUNK_SIZES
     max_num_batched_tokens: int = 512
     min_kv_len: int = 256
+    chunk_overhead_tokens: int = 13
+    """What one more prompt chunk costs beyond its padded tokens, in tokens' worth of step time; chunk_for
+    plans a prompt's chunks to minimise the sum. Measured for the default model on a 2-core AVX-512 CPU
+    (`benchmarks/prefill_chunks.py`, 2026-11-27): a 32-token chunk 99 ms, a 128-token one 309 ms, i.e.
+    2.19 ms per token plus 29 ms (13 tokens' worth) per chunk."""
 
     def __post_init__(self) -> None:
-        if self.page_size < 1 or self.max_num_seqs < 1 or self.max_model_len < 2:
+        if (
+            self.page_size < 1
+            or self.max_num_seqs < 1
+            or self.max_model_len < 2
+            or self.chunk_overhead_tokens < 0
+        ):
             raise ValueError(f"invalid bucket configuration {self}")
         if self.max_num_batched_tokens < self.max_num_seqs:
             raise ValueError(
@@ -78,10 +103,32 @@ class BucketConfig:
         return tuple(c for c in self.prefill_chunk_sizes if c <= cap) or (cap,)
 
     def chunk_for(self, remaining: int, budget: int | None = None) -> int:
-        """How many of `remaining` prompt tokens one chunk feeds: as many as the largest chunk size and
-        the step's remaining token `budget` (if given) allow."""
+        """How many of `remaining` prompt tokens one chunk feeds: the first chunk of the cheapest way to
+        feed them all (see `chunk_overhead_tokens`), cut to the step's remaining token `budget` if given.
+
+        A prompt the largest chunk size cannot take whole goes in chunks of that size first; the rest is
+        split so that little of it is padding: 141 tokens go as 128 + 13 (padded to 32), not as one chunk
+        padded to 512, but 109 go as one chunk of 128, not as four of 32."""
         largest = self.chunk_sizes[-1]
-        return min(remaining, largest if budget is None else min(budget, largest))
+        first = largest if remaining >= largest else self._cheapest_first_chunks[remaining]
+        return min(remaining, first) if budget is None else min(remaining, first, budget)
+
+    @functools.cached_property
+    def _cheapest_first_chunks(self) -> tuple[int, ...]:
+        """Entry r (below the largest chunk size): the tokens the first chunk of the cheapest plan feeding r
+        prompt tokens takes, where a chunk costs its padded size plus `chunk_overhead_tokens`."""
+        cost = [0]
+        first = [0]
+        for remaining in range(1, self.chunk_sizes[-1]):
+            # Largest first, and only a strictly cheaper plan replaces it: ties go to fewer chunks.
+            options = [
+                (size + self.chunk_overhead_tokens + cost[max(0, remaining - size)], size)
+                for size in reversed(self.chunk_sizes)
+            ]
+            best_cost, best_size = min(options, key=lambda option: option[0])
+            cost.append(best_cost)
+            first.append(min(remaining, best_size))
+        return tuple(first)
 
     def step_shape(self, rows: int, tokens: int, num_positions: int) -> tuple[int, int, int]:
         """The compiled (batch, tokens, pages) shape for `rows` rows of up to `tokens` tokens each,
