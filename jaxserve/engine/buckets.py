@@ -32,8 +32,8 @@ def cdiv(a: int, b: int) -> int:
 CPU_PREFILL_CHUNK_SIZES = (32, 128)
 """Prompt chunk sizes on XLA:CPU. A 512-token chunk costs more per token there than four of 128, so it
 would only add compiles: default model, 2-core AVX-512 CPU (`benchmarks/prefill_chunks.py`, 2026-11-27),
-1024 / 2048 prompt tokens in chunks of 512 vs 128, float32 3789 / 10758 vs 3594 / 9752 ms, W8A8 2395 /
-8035 vs 2166 / 6714 ms."""
+1024 / 2048 prompt tokens in chunks of 512 vs 128, float32 3547 / 11357 vs 3277 / 9583 ms, W8A8 2191 /
+7850 vs 2064 / 6997 ms."""
 
 ACCELERATOR_PREFILL_CHUNK_SIZES = (32, 128, 512)
 
