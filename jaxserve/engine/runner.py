@@ -124,6 +124,10 @@ class ModelRunner:
         self._param_leaves, self._params_tree = jax.tree.flatten(model.state)
         self._param_shardings = [weight.sharding for weight in self._param_leaves]
         self._replicated = replicated(self.mesh)
+        # How step inputs reach the mesh. In one process the compiled call moves host arrays onto their
+        # devices itself (slicing them per device), ~1 ms per step cheaper than placing each one first;
+        # across processes each supplies only its own devices' slices.
+        self._move_input = _onto if jax.process_count() > 1 else _device_arrays_onto
         # Allocated straight into their shards; the sampler state is small and every device reads it whole.
         self.cache = jax.jit(
             lambda: PagedKVCache.allocate(model.config, num_pages, buckets.page_size, model.dtype),
@@ -346,7 +350,7 @@ class ModelRunner:
         self, shape: tuple[int, int, int], packed: StepInputs
     ) -> tuple[SampleResult, PromptLogprobs]:
         exe = self._executable(shape)
-        inputs = jax.tree.map(_onto, packed, self._input_shardings[shape])  # onto the mesh
+        inputs = jax.tree.map(self._move_input, packed, self._input_shardings[shape])
         result, prompt_lp, self.cache, self.sampler_state = exe(
             self._param_leaves, self.cache, self.sampler_state, inputs
         )
@@ -486,7 +490,14 @@ def _onto(leaf: Any, sharding: NamedSharding) -> jax.Array:
     """A step input onto the mesh: a host array sliced per device, a device array (a previous step's
     output) resharded there without a round trip through the host."""
     if isinstance(leaf, jax.Array):
-        # Equivalent, not equal: a replicated output (P()) feeding a batch input (P(None,)) on a mesh
-        # without a data split needs no copy.
-        return leaf if leaf.sharding.is_equivalent_to(sharding, leaf.ndim) else jax.device_put(leaf, sharding)
+        return _device_arrays_onto(leaf, sharding)
     return place(leaf, sharding)
+
+
+def _device_arrays_onto(leaf: Any, sharding: NamedSharding) -> Any:
+    """A device array resharded onto the mesh without a round trip through the host; a host array as is."""
+    if not isinstance(leaf, jax.Array):
+        return leaf
+    # Equivalent, not equal: a replicated output (P()) feeding a batch input (P(None,)) on a mesh without
+    # a data split needs no copy.
+    return leaf if leaf.sharding.is_equivalent_to(sharding, leaf.ndim) else jax.device_put(leaf, sharding)
