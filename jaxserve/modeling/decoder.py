@@ -96,7 +96,9 @@ MLP_THROUGH_MAX_ROWS = 128
 """Up to this many rows `feature_major_mlp` keeps the hidden activations [F, rows]; above, it is two
 `feature_major_matmul` products.
 One in-process ABBA put a 128-token prompt chunk at 316.8 ms this way and 303.7 ms the other (a 32-token
-chunk 115.2 vs 117.4): within the machine's drift, so the limit stays at FEATURE_MAJOR_MAX_ROWS."""
+chunk 115.2 vs 117.4): within the machine's drift, so the limit stays at FEATURE_MAJOR_MAX_ROWS.
+A second one (10 rounds, 2026-11-27) found no difference: 128-token chunks at positions 0 / 256 336.1 /
+369.1 ms this way vs 336.3 / 367.0, a 32-token chunk 110.2 vs 111.8."""
 
 
 def _stacks_pairs(feature_major: bool, quantization: Quantization | None) -> bool:
