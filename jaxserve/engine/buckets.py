@@ -104,24 +104,14 @@ class BucketConfig:
 
     def chunk_for(self, remaining: int, budget: int | None = None) -> int:
         """How many of `remaining` prompt tokens one chunk feeds: the first chunk of the cheapest way to
-        feed them all (see `chunk_overhead_tokens`), or as much of it as the step's remaining token
-        `budget` (if given) takes with the least cost per token.
+        feed them all (see `chunk_overhead_tokens`), cut to the step's remaining token `budget` if given.
 
         A prompt the largest chunk size cannot take whole goes in chunks of that size first; the rest is
         split so that little of it is padding: 141 tokens go as 128 + 13 (padded to 32), not as one chunk
-        padded to 512, but 109 go as one chunk of 128, not as four of 32. A budget of 64 tokens feeds
-        32 of them (a whole chunk), not 64 padded to 128."""
+        padded to 512, but 109 go as one chunk of 128, not as four of 32."""
         largest = self.chunk_sizes[-1]
         first = largest if remaining >= largest else self._cheapest_first_chunks[remaining]
-        count = min(remaining, first)
-        if budget is None or budget >= count:
-            return count
-        whole_chunks = [size for size in self.chunk_sizes if size <= budget]
-        return max([budget, *whole_chunks], key=self._tokens_per_cost)
-
-    def _tokens_per_cost(self, count: int) -> float:
-        """Prompt tokens fed per token's worth of step time by a chunk of `count` tokens."""
-        return count / (bucket_for(count, self.chunk_sizes) + self.chunk_overhead_tokens)
+        return min(remaining, first) if budget is None else min(remaining, first, budget)
 
     @functools.cached_property
     def _cheapest_first_chunks(self) -> tuple[int, ...]:
