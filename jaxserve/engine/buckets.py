@@ -61,9 +61,10 @@ class BucketConfig:
     min_kv_len: int = 256
     chunk_overhead_tokens: int = 13
     """What one more prompt chunk costs beyond its padded tokens, in tokens' worth of step time; chunk_for
-    plans a prompt's chunks to minimise the sum. Measured for the default model on a 2-core AVX-512 CPU
-    (`benchmarks/prefill_chunks.py`, 2026-11-27): a 32-token chunk 99 ms, a 128-token one 309 ms, i.e.
-    2.19 ms per token plus 29 ms (13 tokens' worth) per chunk."""
+    plans a prompt's chunks to minimise the sum. Measured for the default model in float32 on a 2-core
+    AVX-512 CPU (2026-11-27): a 32-token chunk 99 ms and a 128-token one 309 ms in a `/tmp` timing, 105 and
+    335 ms in `benchmarks/prefill_chunks.py`: 2.2-2.4 ms per token plus 29 ms, 12-13 tokens' worth, per
+    chunk."""
 
     def __post_init__(self) -> None:
         if (
