@@ -111,8 +111,8 @@ class BucketConfig:
         split so that little of it is padding: 141 tokens go as 128 + 13 (padded to 32), not as one chunk
         padded to 512, but 109 go as one chunk of 128, not as four of 32."""
         largest = self.chunk_sizes[-1]
-        first = largest if remaining >= largest else self._cheapest_first_chunks[remaining]
-        return min(remaining, first) if budget is None else min(remaining, first, budget)
+        first = largest if remaining >= largest else self._cheapest_first_chunks[remaining]  # <= remaining
+        return first if budget is None else min(first, budget)
 
     @functools.cached_property
     def _cheapest_first_chunks(self) -> tuple[int, ...]:
