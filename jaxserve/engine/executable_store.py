@@ -37,9 +37,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent.parent  # the jaxserve package
 
 
 def source_digest(package_dir: Path = PACKAGE_DIR) -> str:
-    """A hash of every Python source of the package: any code change gives new executables."""
+    """A hash of every Python and C++ source of the package: any code change gives new executables."""
     digest = hashlib.sha256()
-    for path in sorted(package_dir.rglob("*.py")):
+    for path in sorted([*package_dir.rglob("*.py"), *package_dir.rglob("*.cc")]):
         digest.update(str(path.relative_to(package_dir)).encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

@@ -33,6 +33,7 @@ from jaxserve.engine.step import (
     init_slot,
     model_step_on_leaves,
 )
+from jaxserve.modeling import native_attention
 from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.modeling.loader import LoadedModel
 from jaxserve.modeling.sharding import batch_sharding, kv_cache_spec, place, replicated
@@ -141,6 +142,13 @@ class ModelRunner:
         self._init_slot = jax.jit(
             init_slot, donate_argnums=(0,), in_shardings=self._replicated, out_shardings=self._replicated
         )
+        # Step executables loaded from the store may call the native decode attention kernel, so it is built
+        # and registered before any is loaded; which build it is goes into the store's key.
+        self._native_kernel = (
+            native_attention.library_path()
+            if jax.default_backend() == "cpu" and native_attention.available()
+            else None
+        )
         self._compiled: dict[tuple[int, int, int], Any] = {}
         self._loading: dict[tuple[int, int, int], Future[Any]] = {}  # background loads after warm-up
         self._store = (
@@ -185,6 +193,7 @@ class ModelRunner:
                 self.sampler_state,
                 self.buckets,
                 self.num_pages,
+                None if self._native_kernel is None else self._native_kernel.name,
             ]
         )
 

@@ -1,10 +1,11 @@
 """Attention over a paged KV cache: the dispatcher and the reference pure-JAX implementation.
 
-`paged_attention` is the one seam the model calls. It runs either `reference_paged_attention` (here) or the
-Pallas ragged paged-attention kernel (jaxserve.modeling.pallas_attention): same arguments, same result.
+`paged_attention` is the one seam the model calls. It runs either `reference_paged_attention` (here), the
+Pallas ragged paged-attention kernel (jaxserve.modeling.pallas_attention) or, for decode steps on CPU, the
+native kernel (jaxserve.modeling.native_attention): same arguments, same result.
 The reference gathers each row's pages into a contiguous [B, S, K, H] view and runs dense masked attention
-over it; it is also the kernel's test oracle. `chunked_decode_attention` is the same computation for decode
-steps (one query token per row) without the whole gather, for XLA:CPU: "auto" picks it there.
+over it; it is also the kernels' test oracle. `chunked_decode_attention` is the same computation for decode
+steps (one query token per row) without the whole gather, for XLA:CPU when the native kernel cannot be built.
 
 Dimension letters: B rows, T query tokens per row, S = P * page_size key positions, K key/value heads,
 G query heads per KV head, H head width.
@@ -17,13 +18,14 @@ from typing import Literal, get_args
 import jax
 import jax.numpy as jnp
 
-from jaxserve.modeling import pallas_attention
+from jaxserve.modeling import native_attention, pallas_attention
 from jaxserve.modeling.kv_cache import gather_pages
 
-AttentionImpl = Literal["auto", "reference", "chunked", "pallas", "pallas_interpret"]
-"""Which attention implementation runs: "auto" picks the Pallas kernel on TPU when it takes the shapes, the
-chunked decode path for one-token steps on CPU (see `uses_chunked_decode`) and the reference otherwise;
-"chunked" forces the chunked path for one-token steps (longer ones run the reference);
+AttentionImpl = Literal["auto", "reference", "chunked", "native", "pallas", "pallas_interpret"]
+"""Which attention implementation runs: "auto" picks the Pallas kernel on TPU when it takes the shapes; on
+CPU, for one-token steps, the native kernel when it is built and takes the shapes, else the chunked path
+(see `uses_chunked_decode`); the reference otherwise. "chunked" and "native" force those paths for
+one-token steps (longer ones run the reference);
 "pallas_interpret" runs the kernel through the Pallas interpreter (any backend; tests)."""
 
 ATTENTION_IMPLS: tuple[str, ...] = get_args(AttentionImpl)
@@ -47,9 +49,19 @@ def paged_attention(
     """Causal paged attention (see `reference_paged_attention` for the semantics) by the implementation
     `impl` names. Chosen at trace time from static shapes and the backend, so it costs nothing per step."""
     args = (q, layer_cache, block_tables, positions, sliding_window)
-    if impl == "chunked" or (impl == "auto" and uses_chunked_decode(q)):
-        chunked = chunked_decode_attention if q.shape[1] == 1 else reference_paged_attention
-        return chunked(*args, scale=scale, logit_softcap=logit_softcap)
+    if impl == "native" and q.shape[1] == 1:
+        reason = native_attention.unsupported_reason(q, layer_cache)
+        if reason is None and not native_attention.available():
+            reason = "it could not be built here (see the log)"
+        if reason is not None:
+            raise ValueError(f"the native decode attention kernel cannot run: {reason}")
+        return native_attention.decode_attention(*args, scale=scale, logit_softcap=logit_softcap)
+    if impl in ("chunked", "native") or (impl == "auto" and uses_chunked_decode(q)):
+        if q.shape[1] != 1:
+            return reference_paged_attention(*args, scale=scale, logit_softcap=logit_softcap)
+        if impl == "auto" and uses_native_decode(q, layer_cache):
+            return native_attention.decode_attention(*args, scale=scale, logit_softcap=logit_softcap)
+        return chunked_decode_attention(*args, scale=scale, logit_softcap=logit_softcap)
     if impl == "reference" or (
         impl == "auto" and (jax.default_backend() != "tpu" or not pallas_attention.supports(q, layer_cache))
     ):
@@ -77,6 +89,11 @@ def uses_chunked_decode(q: jax.Array) -> bool:
     """Whether "auto" runs `chunked_decode_attention` for queries q [B, T, K, G, H]: one token per row, on
     XLA:CPU (TPU has the Pallas kernel; GPU keeps the reference until measured there)."""
     return q.shape[1] == 1 and jax.default_backend() == "cpu"
+
+
+def uses_native_decode(q: jax.Array, layer_cache: tuple[jax.Array, jax.Array]) -> bool:
+    """Whether "auto" runs the native kernel for a one-token CPU step: it takes the shapes and is built."""
+    return native_attention.unsupported_reason(q, layer_cache) is None and native_attention.available()
 
 
 def scaled_scores(

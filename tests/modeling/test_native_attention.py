@@ -1,0 +1,121 @@
+"""The native decode attention kernel against the reference, its build cache, and when "auto" takes it.
+
+The kernel is built with the machine's C++ compiler on first use; without one these tests are skipped (and
+"auto" keeps the chunked path, which tests/modeling/test_attention.py covers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxserve.modeling import native_attention
+from jaxserve.modeling.attention import (
+    chunked_decode_attention,
+    paged_attention,
+    reference_paged_attention,
+    uses_native_decode,
+)
+from tests.modeling.attention_cases import PADDING, TOLERANCE, Case, make_case
+
+pytestmark = pytest.mark.skipif(
+    not native_attention.available(), reason="the native kernel could not be built (no C++ compiler?)"
+)
+
+
+def decode_case(positions: list[int], **options: Any) -> Case:
+    options.setdefault("pages_per_row", 5)
+    return make_case([[p] for p in positions], **options)
+
+
+def native(case: Case, window: int | None = None, **kwargs: float | None) -> np.ndarray:
+    jitted = jax.jit(lambda *a: native_attention.decode_attention(*a, window, **kwargs))
+    return np.asarray(jitted(case.q, case.cache, case.block_tables, case.positions))
+
+
+def reference(case: Case, window: int | None = None, **kwargs: float | None) -> np.ndarray:
+    return np.asarray(
+        reference_paged_attention(case.q, case.cache, case.block_tables, case.positions, window, **kwargs)
+    )
+
+
+@pytest.mark.parametrize(
+    "kv_heads,groups,head_dim", [(1, 1, 8), (1, 4, 8), (2, 3, 16), (3, 3, 64), (4, 2, 5)]
+)
+@pytest.mark.parametrize("window,softcap,scale", [(None, None, None), (5, None, None), (None, 20.0, 0.3)])
+def test_the_kernel_matches_the_reference(
+    kv_heads: int, groups: int, head_dim: int, window: int | None, softcap: float | None, scale: float | None
+) -> None:
+    # Rows at the first position, mid-page, at a page boundary, later pages, the last position, padding.
+    case = decode_case([0, 5, 4, 8, 17, 19, PADDING], kv_heads=kv_heads, groups=groups, head_dim=head_dim)
+    got = native(case, window, scale=scale, logit_softcap=softcap)
+    expected = reference(case, window, scale=scale, logit_softcap=softcap)
+    assert got.shape == case.q.shape and got.dtype == np.float32
+    real = case.real[:, 0]
+    np.testing.assert_allclose(got[real], expected[real], atol=TOLERANCE[jnp.float32])
+    np.testing.assert_array_equal(got[~real], 0.0)  # padding rows
+
+
+def test_long_pages_and_a_large_batch() -> None:
+    positions = list(np.random.default_rng(7).integers(0, 96, size=40))
+    case = decode_case(positions, kv_heads=3, groups=3, head_dim=64, page_size=16, pages_per_row=6, seed=7)
+    np.testing.assert_allclose(native(case), reference(case), atol=TOLERANCE[jnp.float32])
+
+
+def test_a_table_entry_outside_the_pool_is_clamped_not_read() -> None:
+    case = decode_case([9, 3], kv_heads=2, groups=2)
+    tables = case.block_tables.at[0, 1].set(1 << 20).at[1, 0].set(-5)
+    got = native(Case(case.q, case.cache, tables, case.positions))
+    assert np.all(np.isfinite(got))
+
+
+def test_auto_runs_the_kernel_for_float32_decode_on_one_device_only() -> None:
+    case = decode_case([2, 7, 13], kv_heads=3, groups=3, seed=2)
+    args = (case.q, case.cache, case.block_tables, case.positions, None)
+    assert uses_native_decode(case.q, case.cache)
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda *a: paged_attention(*a))(*args)), native(case))
+
+    bf16 = decode_case([2, 7], kv_heads=3, groups=3, dtype=jnp.bfloat16)
+    assert not uses_native_decode(bf16.q, bf16.cache)
+    assert (
+        native_attention.unsupported_reason(bf16.q, bf16.cache) == "it takes float32 queries and caches only"
+    )
+    with pytest.raises(ValueError, match="native decode attention kernel cannot run: it takes float32"):
+        paged_attention(bf16.q, bf16.cache, bf16.block_tables, bf16.positions, None, impl="native")
+
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), ("model",))
+    with jax.set_mesh(mesh):
+        assert not uses_native_decode(case.q, case.cache)
+        on_mesh = jax.jit(lambda *a: paged_attention(*a))(*args)
+    np.testing.assert_allclose(
+        np.asarray(on_mesh), np.asarray(chunked_decode_attention(*args)), atol=TOLERANCE[jnp.float32]
+    )
+
+
+def test_native_prompt_chunks_run_the_reference() -> None:
+    case = make_case([[3, 4], [8, 9]], pages_per_row=3, kv_heads=2, groups=2)
+    args = (case.q, case.cache, case.block_tables, case.positions, None)
+    np.testing.assert_array_equal(
+        np.asarray(paged_attention(*args, impl="native")), np.asarray(reference_paged_attention(*args))
+    )
+
+
+def test_the_build_is_cached_and_can_be_switched_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(native_attention.CACHE_ENV, str(tmp_path))
+    built = native_attention.library_path.__wrapped__()
+    assert built is not None and built.parent == tmp_path and built.suffix == ".so"
+    stamp = built.stat().st_mtime_ns
+    assert native_attention.library_path.__wrapped__() == built
+    assert built.stat().st_mtime_ns == stamp  # found, not rebuilt
+    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no build leftovers
+
+    monkeypatch.setenv(native_attention.DISABLE_ENV, "0")
+    assert native_attention.library_path.__wrapped__() is None
+    monkeypatch.setenv(native_attention.DISABLE_ENV, "1")
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    assert native_attention.library_path.__wrapped__() is None
