@@ -29,6 +29,12 @@ struct Problem {
   int32_t window;        // <= 0: none
 };
 
+// (Called directly: GCC 12 dropped the prefetches when this was reached through a lambda.)
+void PrefetchFloats(const float* start, int64_t count) {
+  const char* bytes = reinterpret_cast<const char*>(start);
+  for (int64_t line = 0; line < count * int64_t{sizeof(float)}; line += 64) __builtin_prefetch(bytes + line);
+}
+
 // Attention of one row's K * G query heads q [K, G, H] into out [K, G, H]. `scratch` holds the scores.
 void AttendRow(const Problem& p, const float* q, const float* keys, const float* values,
                const int32_t* table, int32_t pos, float* out, std::vector<float>& scratch) {
@@ -46,9 +52,14 @@ void AttendRow(const Problem& p, const float* q, const float* keys, const float*
     const int64_t page = std::clamp<int64_t>(table[position / PS], 0, p.num_pages - 1);
     return (page * PS + position % PS) * stride;
   };
+  // A row's pages lie anywhere in the pool, so the hardware prefetcher loses the stream at each page;
+  // asking for the position PREFETCH_AHEAD steps on keeps it fed (36 vs 47 and 43 vs 51 ms for 30 layers at
+  // batch 64 with 150-210 positions per row, two /tmp ABBA runs; 4 steps ahead measured alike).
+  constexpr int64_t PREFETCH_AHEAD = 8;
 
   for (int64_t t = 0; t < n; ++t) {
     const float* key = keys + position_offset(first + t);
+    if (t + PREFETCH_AHEAD < n) PrefetchFloats(keys + position_offset(first + t + PREFETCH_AHEAD), stride);
     for (int64_t head = 0; head < heads; ++head) {
       const float* qh = q + head * H;
       const float* kh = key + (head / G) * H;
@@ -74,6 +85,7 @@ void AttendRow(const Problem& p, const float* q, const float* keys, const float*
   }
   for (int64_t t = 0; t < n; ++t) {
     const float* value = values + position_offset(first + t);
+    if (t + PREFETCH_AHEAD < n) PrefetchFloats(values + position_offset(first + t + PREFETCH_AHEAD), stride);
     for (int64_t head = 0; head < heads; ++head) {
       const float weight = scores[head * n + t];
       const float* vh = value + (head / G) * H;
