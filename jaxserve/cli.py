@@ -82,8 +82,8 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         choices=["auto", "reference", "chunked", "native", "pallas"],
         default="auto",
         help="paged attention: auto = the Pallas kernel on TPU; on CPU the native kernel (built on first use "
-        "with the C++ compiler, else the chunked path) for decode steps and the pure-JAX reference for prompt "
-        "chunks; the reference elsewhere",
+        "with the C++ compiler; without one, the chunked path for decode steps and the pure-JAX reference for "
+        "prompt chunks); the reference elsewhere",
     )
     p.add_argument("--coordinator-address", help="multi-host: HOST:PORT of process 0's coordinator")
     p.add_argument("--num-processes", type=int, help="multi-host: how many processes (hosts) in all")

@@ -2,10 +2,10 @@
 
 `paged_attention` is the one seam the model calls. It runs either `reference_paged_attention` (here), the
 Pallas ragged paged-attention kernel (jaxserve.modeling.pallas_attention) or, for decode steps on CPU, the
-native kernel (jaxserve.modeling.native_attention): same arguments, same result.
+native kernel (jaxserve.modeling.native_attention) on CPU: same arguments, same result.
 The reference gathers each row's pages into a contiguous [B, S, K, H] view and runs dense masked attention
 over it; it is also the kernels' test oracle. `chunked_decode_attention` is the same computation for decode
-steps (one query token per row) without the whole gather, for XLA:CPU when the native kernel cannot be built.
+steps (one query token per row) without the whole gather, for XLA:CPU when the native kernel cannot run.
 
 Dimension letters: B rows, T query tokens per row, S = P * page_size key positions, K key/value heads,
 G query heads per KV head, H head width.
@@ -23,9 +23,9 @@ from jaxserve.modeling.kv_cache import gather_pages
 
 AttentionImpl = Literal["auto", "reference", "chunked", "native", "pallas", "pallas_interpret"]
 """Which attention implementation runs: "auto" picks the Pallas kernel on TPU when it takes the shapes; on
-CPU, for one-token steps, the native kernel when it is built and takes the shapes, else the chunked path
-(see `uses_chunked_decode`); the reference otherwise. "chunked" and "native" force those paths for
-one-token steps (longer ones run the reference);
+CPU the native kernel when it is built and takes the shapes (see `uses_native`), else the chunked path for
+one-token steps (see `uses_chunked_decode`); the reference otherwise. "native" forces the native kernel;
+"chunked" the chunked path for one-token steps (longer ones run the reference);
 "pallas_interpret" runs the kernel through the Pallas interpreter (any backend; tests)."""
 
 ATTENTION_IMPLS: tuple[str, ...] = get_args(AttentionImpl)
@@ -49,19 +49,17 @@ def paged_attention(
     """Causal paged attention (see `reference_paged_attention` for the semantics) by the implementation
     `impl` names. Chosen at trace time from static shapes and the backend, so it costs nothing per step."""
     args = (q, layer_cache, block_tables, positions, sliding_window)
-    if impl == "native" and q.shape[1] == 1:
+    if impl == "native":
         reason = native_attention.unsupported_reason(q, layer_cache)
         if reason is None and not native_attention.available():
             reason = "it could not be built here (see the log)"
         if reason is not None:
-            raise ValueError(f"the native decode attention kernel cannot run: {reason}")
-        return native_attention.decode_attention(*args, scale=scale, logit_softcap=logit_softcap)
-    if impl in ("chunked", "native") or (impl == "auto" and uses_chunked_decode(q)):
-        if q.shape[1] != 1:
-            return reference_paged_attention(*args, scale=scale, logit_softcap=logit_softcap)
-        if impl == "auto" and uses_native_decode(q, layer_cache):
-            return native_attention.decode_attention(*args, scale=scale, logit_softcap=logit_softcap)
-        return chunked_decode_attention(*args, scale=scale, logit_softcap=logit_softcap)
+            raise ValueError(f"the native attention kernel cannot run: {reason}")
+    if impl == "native" or (impl == "auto" and uses_native(q, layer_cache)):
+        return native_attention.paged_attention(*args, scale=scale, logit_softcap=logit_softcap)
+    if impl == "chunked" or (impl == "auto" and uses_chunked_decode(q)):
+        chunked = chunked_decode_attention if q.shape[1] == 1 else reference_paged_attention
+        return chunked(*args, scale=scale, logit_softcap=logit_softcap)
     if impl == "reference" or (
         impl == "auto" and (jax.default_backend() != "tpu" or not pallas_attention.supports(q, layer_cache))
     ):
@@ -91,8 +89,8 @@ def uses_chunked_decode(q: jax.Array) -> bool:
     return q.shape[1] == 1 and jax.default_backend() == "cpu"
 
 
-def uses_native_decode(q: jax.Array, layer_cache: tuple[jax.Array, jax.Array]) -> bool:
-    """Whether "auto" runs the native kernel for a one-token CPU step: it takes the shapes and is built."""
+def uses_native(q: jax.Array, layer_cache: tuple[jax.Array, jax.Array]) -> bool:
+    """Whether "auto" runs the native kernel: on CPU, when it takes the shapes and is built."""
     return native_attention.unsupported_reason(q, layer_cache) is None and native_attention.available()
 
 

@@ -1,14 +1,15 @@
-"""Decode attention as a native XLA:CPU kernel: C++ built on first use and called through the XLA FFI.
+"""Paged attention as a native XLA:CPU kernel: C++ built on first use and called through the XLA FFI.
 
-The kernel (kernels/decode_attention.cc) computes `reference_paged_attention` for one query token per row,
-reading each row's keys and values straight from the page pool through its block table. At batch 64 it
-replaces the chunked pure-JAX path, whose gather-and-transpose copies and tiny batched dots XLA:CPU runs
-slowly (numbers in the README's Performance section).
+The kernel (kernels/paged_attention.cc) computes `reference_paged_attention`, reading each query token's
+keys and values straight from the page pool through its row's block table. For decode steps it replaces
+the chunked pure-JAX path, whose gather-and-transpose copies and tiny batched dots XLA:CPU runs slowly,
+and for prompt chunks the reference, which gathers the row's whole block-table bucket (numbers in the
+README's Performance section).
 
 Building needs a C++17 compiler (`$CXX`, else `c++`); jaxlib ships the FFI headers. The library is cached
 under `$JAXSERVE_KERNEL_CACHE` (default ~/.cache/jaxserve/kernels), keyed by the source, the compiler, the
 flags, jaxlib and the CPU, so a machine builds it once (~5 s). Without a compiler, or with
-JAXSERVE_NATIVE_KERNELS=0, `available()` is False and "auto" attention keeps the chunked path.
+JAXSERVE_NATIVE_KERNELS=0, `available()` is False and "auto" attention keeps the pure-JAX paths.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ import numpy as np
 
 LOGGER = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "kernels" / "decode_attention.cc"
-TARGET = "jaxserve_decode_attention"
-SYMBOL = "JaxserveDecodeAttention"
+SOURCE = Path(__file__).parent / "kernels" / "paged_attention.cc"
+TARGET = "jaxserve_paged_attention"
+SYMBOL = "JaxservePagedAttention"
 
 # -ffast-math lets GCC call glibc's vector expf (libmvec). It is given to the compile step only: linking a
 # shared library with it would pull in crtfastmath.o, which flushes denormals for the whole process.
@@ -64,7 +65,7 @@ def _cache_dir() -> Path:
 
 def _build(compiler: str, key: str) -> Path:
     """Compile and link the kernel into the cache (atomically: parallel processes may race here)."""
-    target = _cache_dir() / f"decode_attention-{key[:16]}.so"
+    target = _cache_dir() / f"paged_attention-{key[:16]}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,7 @@ def library_path() -> Path | None:
         return None
     compiler = shutil.which(os.environ.get("CXX", "c++"))
     if compiler is None:
-        LOGGER.warning("no C++ compiler ($CXX or c++): decode attention keeps the pure-JAX chunked path")
+        LOGGER.warning("no C++ compiler ($CXX or c++): attention keeps the pure-JAX paths")
         return None
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True).stdout
@@ -108,9 +109,7 @@ def library_path() -> Path | None:
         ).hexdigest()
         return _build(compiler, key)
     except (OSError, RuntimeError, subprocess.CalledProcessError) as error:
-        LOGGER.warning(
-            "could not build the native decode attention kernel (%s); keeping the chunked path", error
-        )
+        LOGGER.warning("could not build the native attention kernel (%s); keeping the pure-JAX paths", error)
         return None
 
 
@@ -127,8 +126,8 @@ def available() -> bool:
 
 def unsupported_reason(q: jax.Array, layer_cache: tuple[jax.Array, jax.Array]) -> str | None:
     """Why the kernel cannot take these shapes and dtypes (None when it can)."""
-    if q.shape[1] != 1:
-        return f"it takes one query token per row, not {q.shape[1]}"
+    if jax.default_backend() != "cpu":
+        return "it runs on XLA:CPU only"
     if any(x.dtype != jnp.float32 for x in (q, *layer_cache)):
         return "it takes float32 queries and caches only"
     mesh = jax.sharding.get_abstract_mesh()
@@ -137,7 +136,7 @@ def unsupported_reason(q: jax.Array, layer_cache: tuple[jax.Array, jax.Array]) -
     return None
 
 
-def decode_attention(
+def paged_attention(
     q: jax.Array,
     layer_cache: tuple[jax.Array, jax.Array],
     block_tables: jax.Array,
@@ -147,19 +146,17 @@ def decode_attention(
     scale: float | None = None,
     logit_softcap: float | None = None,
 ) -> jax.Array:
-    """`reference_paged_attention` for q [B, 1, K, G, H] by the native kernel (`available()` must be True).
+    """`reference_paged_attention` for q [B, T, K, G, H] by the native kernel (`available()` must be True).
 
-    Rows at positions past the block table's span (padding) get zeros.
+    Query tokens at positions past the block table's span (padding) get zeros.
     """
-    query = q[:, 0]
-    out = jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(query.shape, jnp.float32))(
-        query,
+    return jax.ffi.ffi_call(TARGET, jax.ShapeDtypeStruct(q.shape, jnp.float32))(
+        q,
         layer_cache[0],
         layer_cache[1],
         block_tables.astype(jnp.int32),
-        positions[:, 0].astype(jnp.int32),
+        positions.astype(jnp.int32),
         scale=np.float32(q.shape[-1] ** -0.5 if scale is None else scale),
         softcap=np.float32(logit_softcap or 0.0),
         window=np.int32(sliding_window or 0),
     )
-    return out[:, None]

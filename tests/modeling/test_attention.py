@@ -112,7 +112,7 @@ def test_the_dispatcher_runs_the_chunked_path_for_decode_and_the_reference_for_c
 ) -> None:
     # As "auto" runs when the native kernel cannot be built (tests/modeling/test_native_attention.py covers
     # the kernel).
-    monkeypatch.setattr(attention, "uses_native_decode", lambda q, cache: False)
+    monkeypatch.setattr(attention, "uses_native", lambda q, cache: False)
     case = decode_case([2, 7], kv_heads=3, groups=3, seed=2)
     q, cache, tables, positions = case.q, case.cache, case.block_tables, case.positions
     decoded = paged_attention(q, cache, tables, positions, None, impl=impl)  # type: ignore[arg-type]

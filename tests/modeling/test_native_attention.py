@@ -1,7 +1,7 @@
-"""The native decode attention kernel against the reference, its build cache, and when "auto" takes it.
+"""The native paged attention kernel against the reference, its build cache, and when "auto" takes it.
 
 The kernel is built with the machine's C++ compiler on first use; without one these tests are skipped (and
-"auto" keeps the chunked path, which tests/modeling/test_attention.py covers).
+"auto" keeps the pure-JAX paths, which tests/modeling/test_attention.py covers).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from jaxserve.modeling.attention import (
     chunked_decode_attention,
     paged_attention,
     reference_paged_attention,
-    uses_native_decode,
+    uses_native,
 )
 from tests.modeling.attention_cases import PADDING, TOLERANCE, Case, make_case
 
@@ -34,7 +34,7 @@ def decode_case(positions: list[int], **options: Any) -> Case:
 
 
 def native(case: Case, window: int | None = None, **kwargs: float | None) -> np.ndarray:
-    jitted = jax.jit(lambda *a: native_attention.decode_attention(*a, window, **kwargs))
+    jitted = jax.jit(lambda *a: native_attention.paged_attention(*a, window, **kwargs))
     return np.asarray(jitted(case.q, case.cache, case.block_tables, case.positions))
 
 
@@ -74,34 +74,44 @@ def test_a_table_entry_outside_the_pool_is_clamped_not_read() -> None:
     assert np.all(np.isfinite(got))
 
 
-def test_auto_runs_the_kernel_for_float32_decode_on_one_device_only() -> None:
+def test_auto_runs_the_kernel_for_float32_on_one_device_only() -> None:
     case = decode_case([2, 7, 13], kv_heads=3, groups=3, seed=2)
     args = (case.q, case.cache, case.block_tables, case.positions, None)
-    assert uses_native_decode(case.q, case.cache)
+    assert uses_native(case.q, case.cache)
     np.testing.assert_array_equal(np.asarray(jax.jit(lambda *a: paged_attention(*a))(*args)), native(case))
 
     bf16 = decode_case([2, 7], kv_heads=3, groups=3, dtype=jnp.bfloat16)
-    assert not uses_native_decode(bf16.q, bf16.cache)
+    assert not uses_native(bf16.q, bf16.cache)
     assert (
         native_attention.unsupported_reason(bf16.q, bf16.cache) == "it takes float32 queries and caches only"
     )
-    with pytest.raises(ValueError, match="native decode attention kernel cannot run: it takes float32"):
+    with pytest.raises(ValueError, match="native attention kernel cannot run: it takes float32"):
         paged_attention(bf16.q, bf16.cache, bf16.block_tables, bf16.positions, None, impl="native")
 
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:2]), ("model",))
     with jax.set_mesh(mesh):
-        assert not uses_native_decode(case.q, case.cache)
+        assert not uses_native(case.q, case.cache)
         on_mesh = jax.jit(lambda *a: paged_attention(*a))(*args)
     np.testing.assert_allclose(
         np.asarray(on_mesh), np.asarray(chunked_decode_attention(*args)), atol=TOLERANCE[jnp.float32]
     )
 
 
-def test_native_prompt_chunks_run_the_reference() -> None:
-    case = make_case([[3, 4], [8, 9]], pages_per_row=3, kv_heads=2, groups=2)
-    args = (case.q, case.cache, case.block_tables, case.positions, None)
+@pytest.mark.parametrize("window,softcap", [(None, None), (3, None), (None, 20.0)])
+def test_prompt_chunks_match_the_reference(window: int | None, softcap: float | None) -> None:
+    # A chunk from the start, one continuing a cached prefix across a page boundary, one ending in padding
+    # tokens, and a row of padding only.
+    positions = [[0, 1, 2, 3, 4], [6, 7, 8, 9, 10], [15, 16, PADDING, PADDING, PADDING], [PADDING] * 5]
+    case = make_case(positions, pages_per_row=5, kv_heads=3, groups=2, head_dim=16, seed=9)
+    got = native(case, window, logit_softcap=softcap)
+    expected = reference(case, window, logit_softcap=softcap)
+    assert got.shape == case.q.shape
+    np.testing.assert_allclose(got[case.real], expected[case.real], atol=TOLERANCE[jnp.float32])
+    np.testing.assert_array_equal(got[~case.real], 0.0)
+    args = (case.q, case.cache, case.block_tables, case.positions, window)
     np.testing.assert_array_equal(
-        np.asarray(paged_attention(*args, impl="native")), np.asarray(reference_paged_attention(*args))
+        np.asarray(paged_attention(*args, logit_softcap=softcap, impl="native")),
+        np.asarray(native_attention.paged_attention(*args, logit_softcap=softcap)),
     )
 
 

@@ -220,8 +220,10 @@ def test_dispatcher_forced_choices() -> None:
     np.testing.assert_array_equal(
         np.asarray(paged_attention(*args, impl="reference")), reference_output(case)
     )
-    if jax.default_backend() != "tpu":
-        np.testing.assert_array_equal(np.asarray(paged_attention(*args)), reference_output(case))
+    if jax.default_backend() != "tpu":  # the reference, or on CPU the native kernel where it builds
+        np.testing.assert_allclose(
+            np.asarray(paged_attention(*args)), reference_output(case), atol=1e-5, rtol=0
+        )
     with pytest.raises(ValueError, match="head width 8"):
         paged_attention(*args, impl="pallas")
 

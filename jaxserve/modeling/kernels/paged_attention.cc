@@ -1,12 +1,14 @@
-// Paged decode attention for XLA:CPU, called through the XLA FFI (see jaxserve/modeling/native_attention.py).
+// Paged attention for XLA:CPU, called through the XLA FFI (see jaxserve/modeling/native_attention.py).
 //
-// One query token per row, float32. For row b at position pos, the keys and values of positions
-// max(0, pos - window + 1) .. pos are read straight from the page pool through the row's block table: each
-// position's K heads x H floats are contiguous in a [pages, page_size, K, H] pool, so a row reads its pages
-// once, in order, with no gathered copy. Rows are spread over XLA's intra-op thread pool.
+// Float32, any number of query tokens per row (one in a decode step, a prompt chunk's worth in prefill).
+// For a query token at position pos in row b, the keys and values of positions max(0, pos - window + 1) ..
+// pos are read straight from the page pool through the row's block table: each position's K heads x H
+// floats are contiguous in a [pages, page_size, K, H] pool, so a query reads its row's pages in order,
+// with no gathered copy. Query tokens are spread over XLA's intra-op thread pool.
 //
-// Why not XLA ops: at batch 64 the pure-JAX chunked path spends most of its time in gather-and-transpose
-// copies and in batched 3x64x32 dots that XLA:CPU runs at a few GFLOP/s.
+// Why not XLA ops: at batch 64 the pure-JAX chunked decode path spends most of its time in
+// gather-and-transpose copies and in batched 3x64x32 dots that XLA:CPU runs at a few GFLOP/s; a prompt
+// chunk's reference attention gathers and transposes the row's whole block-table bucket.
 
 #include <algorithm>
 #include <atomic>
@@ -35,13 +37,13 @@ void PrefetchFloats(const float* start, int64_t count) {
   for (int64_t line = 0; line < count * int64_t{sizeof(float)}; line += 64) __builtin_prefetch(bytes + line);
 }
 
-// Attention of one row's K * G query heads q [K, G, H] into out [K, G, H]. `scratch` holds the scores.
-void AttendRow(const Problem& p, const float* q, const float* keys, const float* values,
+// Attention of one query token's K * G heads q [K, G, H] into out [K, G, H]. `scratch` holds the scores.
+void AttendQuery(const Problem& p, const float* q, const float* keys, const float* values,
                const int32_t* table, int32_t pos, float* out, std::vector<float>& scratch) {
   const int64_t heads = p.kv_heads * p.groups, H = p.head_dim, G = p.groups, PS = p.page_size;
   const int64_t stride = p.kv_heads * H;  // floats per cached position
   std::fill(out, out + heads * H, 0.0f);
-  // Padding rows sit past the table's span on purpose: their output is zeros.
+  // Padding tokens sit past the table's span on purpose: their output is zeros.
   if (pos < 0 || pos >= p.table_pages * PS) return;
   const int64_t first = p.window > 0 ? std::max<int64_t>(0, int64_t{pos} - p.window + 1) : 0;
   const int64_t n = pos - first + 1;
@@ -96,71 +98,74 @@ void AttendRow(const Problem& p, const float* q, const float* keys, const float*
   }
 }
 
-// Rows are handed out one at a time from a shared counter to the calling thread and the pool's helpers. The
-// caller waits for every row to be finished, not for the helpers to return: a helper that starts late (its
-// thread busy with another op) finds no rows left, so it never holds the step up. The shared_ptr keeps
-// the state alive for such late helpers.
-struct Rows {
+// Query tokens are handed out one at a time from a shared counter to the calling thread and the pool's
+// helpers. The caller waits for every token to be finished, not for the helpers to return: a helper that
+// starts late (its thread busy with another op) finds none left, so it never holds the step up. The
+// shared_ptr keeps the state alive for such late helpers.
+struct Queries {
   Problem problem;
   const float *q, *keys, *values;
   const int32_t *tables, *positions;
   float* out;
-  int64_t count;
+  int64_t count, tokens_per_row;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> finished{0};
 
   void Work() {
     thread_local std::vector<float> scratch;
-    const int64_t row_floats = problem.kv_heads * problem.groups * problem.head_dim;
-    for (int64_t b = next.fetch_add(1); b < count; b = next.fetch_add(1)) {
-      AttendRow(problem, q + b * row_floats, keys, values, tables + b * problem.table_pages, positions[b],
-                out + b * row_floats, scratch);
+    const int64_t query_floats = problem.kv_heads * problem.groups * problem.head_dim;
+    for (int64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
+      const int32_t* table = tables + (i / tokens_per_row) * problem.table_pages;
+      AttendQuery(problem, q + i * query_floats, keys, values, table, positions[i], out + i * query_floats,
+                  scratch);
       finished.fetch_add(1, std::memory_order_release);
     }
   }
 };
 
-ffi::Error DecodeAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> keys,
+ffi::Error PagedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> keys,
                            ffi::Buffer<ffi::F32> values, ffi::Buffer<ffi::S32> tables,
                            ffi::Buffer<ffi::S32> positions, ffi::ResultBuffer<ffi::F32> out, float scale,
                            float softcap, int32_t window) {
   const auto qd = q.dimensions();
   const auto cd = keys.dimensions();
   const auto td = tables.dimensions();
-  if (qd.size() != 4 || cd.size() != 4 || td.size() != 2 || positions.dimensions().size() != 1 ||
-      td[0] != qd[0] || positions.dimensions()[0] != qd[0] || cd[2] != qd[1] || cd[3] != qd[3] ||
+  const auto pd = positions.dimensions();
+  if (qd.size() != 5 || cd.size() != 4 || td.size() != 2 || pd.size() != 2 || td[0] != qd[0] ||
+      pd[0] != qd[0] || pd[1] != qd[1] || cd[2] != qd[2] || cd[3] != qd[4] ||
       !std::equal(cd.begin(), cd.end(), values.dimensions().begin(), values.dimensions().end())) {
     return ffi::Error::InvalidArgument(
-        "decode attention takes q [B, K, G, H], keys and values [pages, page_size, K, H], tables [B, P] "
-        "and positions [B]");
+        "paged attention takes q [B, T, K, G, H], keys and values [pages, page_size, K, H], tables [B, P] "
+        "and positions [B, T]");
   }
-  auto rows = std::make_shared<Rows>();
-  rows->problem = Problem{qd[1], qd[2], qd[3], cd[0], cd[1], td[1], scale, softcap, window};
-  rows->q = q.typed_data();
-  rows->keys = keys.typed_data();
-  rows->values = values.typed_data();
-  rows->tables = tables.typed_data();
-  rows->positions = positions.typed_data();
-  rows->out = out->typed_data();
-  rows->count = qd[0];
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), rows->count) - 1;
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([rows] { rows->Work(); });
-  rows->Work();
-  while (rows->finished.load(std::memory_order_acquire) < rows->count) std::this_thread::yield();
+  auto queries = std::make_shared<Queries>();
+  queries->problem = Problem{qd[2], qd[3], qd[4], cd[0], cd[1], td[1], scale, softcap, window};
+  queries->q = q.typed_data();
+  queries->keys = keys.typed_data();
+  queries->values = values.typed_data();
+  queries->tables = tables.typed_data();
+  queries->positions = positions.typed_data();
+  queries->out = out->typed_data();
+  queries->count = qd[0] * qd[1];
+  queries->tokens_per_row = qd[1];
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), queries->count) - 1;
+  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([queries] { queries->Work(); });
+  queries->Work();
+  while (queries->finished.load(std::memory_order_acquire) < queries->count) std::this_thread::yield();
   return ffi::Error::Success();
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxserveDecodeAttention, DecodeAttention,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxservePagedAttention, PagedAttention,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // q [B, K, G, H]
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // q [B, T, K, G, H]
                                   .Arg<ffi::Buffer<ffi::F32>>()  // keys [pages, page_size, K, H]
                                   .Arg<ffi::Buffer<ffi::F32>>()  // values, same
                                   .Arg<ffi::Buffer<ffi::S32>>()  // block tables [B, P]
-                                  .Arg<ffi::Buffer<ffi::S32>>()  // positions [B]
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // out [B, K, G, H]
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // positions [B, T]
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // out [B, T, K, G, H]
                                   .Attr<float>("scale")
                                   .Attr<float>("softcap")
                                   .Attr<int32_t>("window"));
