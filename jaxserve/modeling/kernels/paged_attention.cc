@@ -39,7 +39,7 @@ void PrefetchFloats(const float* start, int64_t count) {
 
 // Attention of one query token's K * G heads q [K, G, H] into out [K, G, H]. `scratch` holds the scores.
 void AttendQuery(const Problem& p, const float* q, const float* keys, const float* values,
-               const int32_t* table, int32_t pos, float* out, std::vector<float>& scratch) {
+                 const int32_t* table, int32_t pos, float* out, std::vector<float>& scratch) {
   const int64_t heads = p.kv_heads * p.groups, H = p.head_dim, G = p.groups, PS = p.page_size;
   const int64_t stride = p.kv_heads * H;  // floats per cached position
   std::fill(out, out + heads * H, 0.0f);
@@ -124,9 +124,9 @@ struct Queries {
 };
 
 ffi::Error PagedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> keys,
-                           ffi::Buffer<ffi::F32> values, ffi::Buffer<ffi::S32> tables,
-                           ffi::Buffer<ffi::S32> positions, ffi::ResultBuffer<ffi::F32> out, float scale,
-                           float softcap, int32_t window) {
+                          ffi::Buffer<ffi::F32> values, ffi::Buffer<ffi::S32> tables,
+                          ffi::Buffer<ffi::S32> positions, ffi::ResultBuffer<ffi::F32> out, float scale,
+                          float softcap, int32_t window) {
   const auto qd = q.dimensions();
   const auto cd = keys.dimensions();
   const auto td = tables.dimensions();
