@@ -1,8 +1,8 @@
 """Attention over a paged KV cache: the dispatcher and the reference pure-JAX implementation.
 
 `paged_attention` is the one seam the model calls. It runs either `reference_paged_attention` (here), the
-Pallas ragged paged-attention kernel (jaxserve.modeling.pallas_attention) or, for decode steps on CPU, the
-native kernel (jaxserve.modeling.native_attention) on CPU: same arguments, same result.
+Pallas ragged paged-attention kernel (jaxserve.modeling.pallas_attention) or, on CPU, the native kernel
+(jaxserve.modeling.native_attention): same arguments, same result.
 The reference gathers each row's pages into a contiguous [B, S, K, H] view and runs dense masked attention
 over it; it is also the kernels' test oracle. `chunked_decode_attention` is the same computation for decode
 steps (one query token per row) without the whole gather, for XLA:CPU when the native kernel cannot run.
