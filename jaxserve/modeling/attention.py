@@ -49,12 +49,8 @@ def paged_attention(
     """Causal paged attention (see `reference_paged_attention` for the semantics) by the implementation
     `impl` names. Chosen at trace time from static shapes and the backend, so it costs nothing per step."""
     args = (q, layer_cache, block_tables, positions, sliding_window)
-    if impl == "native":
-        reason = native_attention.unsupported_reason(q, layer_cache)
-        if reason is None and not native_attention.available():
-            reason = "it could not be built here (see the log)"
-        if reason is not None:
-            raise ValueError(f"the native attention kernel cannot run: {reason}")
+    if impl == "native" and (reason := native_attention.unsupported_reason(q, layer_cache)) is not None:
+        raise ValueError(f"the native attention kernel cannot run: {reason}")
     if impl == "native" or (impl == "auto" and uses_native(q, layer_cache)):
         return native_attention.paged_attention(*args, scale=scale, logit_softcap=logit_softcap)
     if impl == "chunked" or (impl == "auto" and uses_chunked_decode(q)):
@@ -91,7 +87,7 @@ def uses_chunked_decode(q: jax.Array) -> bool:
 
 def uses_native(q: jax.Array, layer_cache: tuple[jax.Array, jax.Array]) -> bool:
     """Whether "auto" runs the native kernel: on CPU, when it takes the shapes and is built."""
-    return native_attention.unsupported_reason(q, layer_cache) is None and native_attention.available()
+    return native_attention.unsupported_reason(q, layer_cache) is None
 
 
 def scaled_scores(

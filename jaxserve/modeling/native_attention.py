@@ -125,7 +125,8 @@ def available() -> bool:
 
 
 def unsupported_reason(q: jax.Array, layer_cache: tuple[jax.Array, jax.Array]) -> str | None:
-    """Why the kernel cannot take these shapes and dtypes (None when it can)."""
+    """Why the kernel cannot run on these shapes and dtypes here (None when it can). Only a call it could
+    take builds it (`available()`), so TPU, GPU and bfloat16 runs never reach the compiler."""
     if jax.default_backend() != "cpu":
         return "it runs on XLA:CPU only"
     if any(x.dtype != jnp.float32 for x in (q, *layer_cache)):
@@ -133,6 +134,8 @@ def unsupported_reason(q: jax.Array, layer_cache: tuple[jax.Array, jax.Array]) -
     mesh = jax.sharding.get_abstract_mesh()
     if not mesh.empty and mesh.size > 1:
         return "it runs on a single device (the pure-JAX paths shard over a mesh)"
+    if not available():
+        return "it could not be built here (see the log)"
     return None
 
 
