@@ -59,6 +59,12 @@ def _add_serve_args(p: argparse.ArgumentParser) -> None:
         default=512,
         help="per-step token budget: one per decoding sequence, the rest for prompt chunks",
     )
+    p.add_argument(
+        "--max-prefill-rows",
+        type=int,
+        default=4,
+        help="most prompt chunks of one size run together in one step (1: one at a time)",
+    )
     p.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache page")
     p.add_argument(
         "--tensor-parallel-size",
@@ -328,6 +334,7 @@ def serve(args: argparse.Namespace) -> int:
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens,
+        max_prefill_rows=args.max_prefill_rows,
         block_size=args.block_size,
         kv_cache_memory=args.kv_cache_memory,
         kv_cache_memory_fraction=args.kv_cache_memory_fraction,

@@ -47,6 +47,7 @@ class ServerOptions:
     max_model_len: int | None = None
     max_num_seqs: int = 8
     max_num_batched_tokens: int = 512
+    max_prefill_rows: int = 4
     block_size: int = 16
     kv_cache_memory: str | None = None
     kv_cache_memory_fraction: float | None = None
@@ -116,6 +117,7 @@ def build_runner(options: ServerOptions) -> tuple[ModelRunner, Path, GGUFCheckpo
             max_model_len=max_model_len,
             page_size=options.block_size,
             max_num_batched_tokens=options.max_num_batched_tokens,
+            max_prefill_rows=options.max_prefill_rows,
             prefill_chunk_sizes=prefill_chunk_sizes_for(mesh.devices.flat[0].platform),
         )
         num_pages = agree_on_minimum(

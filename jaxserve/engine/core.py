@@ -20,6 +20,7 @@ from typing import Literal, TypeVar
 
 import numpy as np
 
+from jaxserve.engine.buckets import bucket_for
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner, PendingDecode, RowInput, RowOutput
 from jaxserve.engine.scheduler import PrefillChunk, Scheduler
@@ -154,20 +155,48 @@ class EngineCore:
                     self.runner.start_sequence, seq.slot, seq.params, seq.prompt_ids, seq.output_ids
                 ),
             )
-        for chunk in plan.prefills:
-            if chunk.seq.status is SequenceStatus.PREFILLING:  # not failed by a fault above
-                self._guarded("prefill", [chunk.seq], functools.partial(self._prefill, chunk))
+        live = [chunk for chunk in plan.prefills if chunk.seq.status is SequenceStatus.PREFILLING]
+        for group in self._prefill_groups(live):  # not failed by a fault above
+            self._guarded("prefill", [chunk.seq for chunk in group], functools.partial(self._prefill, group))
         decoding = [s for s in plan.decodes if s.status is SequenceStatus.DECODING]
         if decoding:
             self._in_flight = self._guarded("decode", decoding, lambda: self._dispatch_decode(decoding))
 
-    def _prefill(self, chunk: PrefillChunk) -> None:
+    def _prefill_groups(self, chunks: list[PrefillChunk]) -> list[list[PrefillChunk]]:
+        """The plan's prompt chunks as runner calls: chunks padded to the same chunk size share a step,
+        in batches of the compiled row counts (in plan order within each size)."""
+        buckets = self.runner.buckets
+        by_size: dict[int, list[PrefillChunk]] = {}
+        for chunk in chunks:
+            by_size.setdefault(bucket_for(chunk.num_tokens, buckets.chunk_sizes), []).append(chunk)
+        groups = []
+        for chunk_size, same_size in by_size.items():
+            start = 0
+            for rows in buckets.prefill_batches(len(same_size), chunk_size):
+                groups.append(same_size[start : start + rows])
+                start += rows
+        return groups
+
+    def _prefill(self, group: list[PrefillChunk]) -> None:
+        rows = [self._prefill_row(chunk) for chunk in group]
+        outputs = self.runner.prefill_chunks(rows)
+        for chunk, row, (sampled, prompt_rows) in zip(group, rows, outputs, strict=True):
+            seq = chunk.seq
+            if prompt_rows is not None:
+                seq.record_prompt_logprobs(chunk.start, prompt_rows)
+            self.scheduler.computed(seq, chunk.num_tokens)
+            if chunk.ends_prefill:
+                seq.status = SequenceStatus.DECODING
+                if row.counted:
+                    self._record(seq, sampled)
+
+    def _prefill_row(self, chunk: PrefillChunk) -> RowInput:
         seq, start, count = chunk.seq, chunk.start, chunk.num_tokens
         assert seq.slot is not None
-        ends = chunk.ends_prefill
-        samples_first_token = ends and not seq.output_ids  # a resumed sequence already has its tokens
+        # A resumed sequence already has its tokens: its last chunk samples nothing that counts.
+        samples_first_token = chunk.ends_prefill and not seq.output_ids
         want_prompt_logprobs = seq.params.prompt_logprobs is not None and not seq.output_ids
-        row = RowInput(
+        return RowInput(
             seq.token_ids(start, start + count),
             start,
             seq.params,
@@ -179,14 +208,6 @@ class EngineCore:
             counted=samples_first_token,
             next_ids=seq.prompt_ids[start + 1 : start + count + 1] if want_prompt_logprobs else None,
         )
-        sampled, prompt_rows = self.runner.prefill_chunk(row)
-        if prompt_rows is not None:
-            seq.record_prompt_logprobs(start, prompt_rows)
-        self.scheduler.computed(seq, count)
-        if ends:
-            seq.status = SequenceStatus.DECODING
-            if samples_first_token:
-                self._record(seq, sampled)
 
     def _dispatch_decode(self, decoding: list[Sequence]) -> _InFlight:
         rows = [self._decode_row(seq) for seq in decoding]

@@ -427,24 +427,42 @@ class ModelRunner:
         self.sampler_state = self._init_slot(self.sampler_state, slot, bias, prompt_mask, counts)
 
     def prefill_chunk(self, row: RowInput) -> tuple[RowOutput, PromptLogprobRows | None]:
-        """Feed one chunk of a sequence's tokens into the cache.
+        """Feed one chunk of a sequence's tokens into the cache (see `prefill_chunks`)."""
+        return self.prefill_chunks([row])[0]
 
-        The sampled token matters only when this chunk ends the prompt (row.counted). Prompt logprobs
-        come back when row.next_ids is given.
+    def prefill_chunks(self, rows: list[RowInput]) -> list[tuple[RowOutput, PromptLogprobRows | None]]:
+        """Feed one chunk of each row's sequence into the cache, all in one step (rows of one chunk size
+        fill it best: each is padded to the longest).
+
+        A row's sampled token matters only when its chunk ends the prompt (row.counted). Prompt logprobs
+        come back for the rows that give row.next_ids.
         """
-        n = len(row.tokens)
-        shape = self.buckets.step_shape(1, n, row.start_position + n)
-        want = row.next_ids is not None
-        result, prompt_lp = self._run([row], shape, want)
-        prompt_rows = None
+        longest = max(len(row.tokens) for row in rows)
+        reach = max(row.start_position + len(row.tokens) for row in rows)
+        shape = self.buckets.step_shape(len(rows), longest, reach)
+        want = any(row.next_ids is not None for row in rows)
+        result, prompt_lp = self._run(rows, shape, want)
+        prompt_host = None
         if want:
-            prompt_rows = PromptLogprobRows(
-                logprob=host_copy(prompt_lp.logprob)[0, :n],
-                rank=host_copy(prompt_lp.rank)[0, :n],
-                top_ids=host_copy(prompt_lp.top_ids)[0, :n],
-                top_logprobs=host_copy(prompt_lp.top_logprobs)[0, :n],
+            prompt_host = PromptLogprobRows(
+                logprob=host_copy(prompt_lp.logprob),
+                rank=host_copy(prompt_lp.rank),
+                top_ids=host_copy(prompt_lp.top_ids),
+                top_logprobs=host_copy(prompt_lp.top_logprobs),
             )
-        return self._row_outputs(result, 1)[0], prompt_rows
+        outputs = []
+        for i, (row, sampled) in enumerate(zip(rows, self._row_outputs(result, len(rows)), strict=True)):
+            prompt_rows = None
+            if prompt_host is not None and row.next_ids is not None:
+                n = len(row.tokens)
+                prompt_rows = PromptLogprobRows(
+                    logprob=prompt_host.logprob[i, :n],
+                    rank=prompt_host.rank[i, :n],
+                    top_ids=prompt_host.top_ids[i, :n],
+                    top_logprobs=prompt_host.top_logprobs[i, :n],
+                )
+            outputs.append((sampled, prompt_rows))
+        return outputs
 
     def decode(self, rows: list[RowInput]) -> list[RowOutput]:
         """One token for each row (one fed token per row)."""

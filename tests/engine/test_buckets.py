@@ -61,3 +61,39 @@ def test_cpu_compiles_no_512_token_chunk() -> None:
     buckets = BucketConfig(max_num_seqs=8, max_model_len=2048, prefill_chunk_sizes=CPU_PREFILL_CHUNK_SIZES)
     assert {tokens for _, tokens, _ in buckets.all_step_shapes()} == {1, 32, 128}
     assert _chunks(buckets, 600) == [128, 128, 128, 128, 32, 32, 24]
+
+
+def test_prompt_chunks_of_one_size_share_steps_without_padding_rows() -> None:
+    buckets = BucketConfig(max_num_seqs=8, max_model_len=2048, prefill_chunk_sizes=(32, 128))
+    assert buckets.prefill_batch_sizes(32) == buckets.prefill_batch_sizes(128) == (1, 2, 4)
+    assert [buckets.prefill_batches(n, 128) for n in range(1, 8)] == [
+        [1],
+        [2],
+        [2, 1],
+        [4],
+        [4, 1],
+        [4, 2],
+        [4, 2, 1],
+    ]
+    assert buckets.prefill_batches(9, 32) == [4, 4, 1]
+    assert buckets.step_shape(3, 109, 109) == (4, 128, 16)
+    assert buckets.step_shape(2, 20, 300) == (2, 32, 32)
+    prefill_shapes = {(b, t) for b, t, _ in buckets.all_step_shapes() if t > 1}
+    assert prefill_shapes == {(b, t) for b in (1, 2, 4) for t in (32, 128)}
+
+
+def test_prompt_chunk_rows_are_capped_by_the_option_the_slots_and_the_budget() -> None:
+    one_at_a_time = BucketConfig(max_num_seqs=8, max_model_len=2048, max_prefill_rows=1)
+    assert one_at_a_time.prefill_batch_sizes(128) == (1,)
+    assert one_at_a_time.prefill_batches(3, 128) == [1, 1, 1]
+    assert BucketConfig(max_num_seqs=2, max_model_len=2048).prefill_batch_sizes(128) == (1, 2)
+    three = BucketConfig(max_num_seqs=8, max_model_len=2048, max_prefill_rows=3)
+    assert three.prefill_batch_sizes(128) == (1, 2, 3)
+    # Chunks padded to 512 hold 129 tokens or more: a 512-token budget fits three of them, and one
+    # padded to 128 (over 32 tokens) fits four.
+    accelerator = BucketConfig(max_num_seqs=8, max_model_len=2048, max_prefill_rows=8)
+    assert accelerator.prefill_batch_sizes(512) == (1, 2, 3)
+    assert accelerator.prefill_batch_sizes(128) == (1, 2, 4, 8)
+    assert accelerator.prefill_batch_sizes(32) == (1, 2, 4, 8)
+    with pytest.raises(ValueError):
+        BucketConfig(max_num_seqs=8, max_model_len=2048, max_prefill_rows=0)
