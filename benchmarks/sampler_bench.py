@@ -16,6 +16,7 @@ Logits are N(0, 3^2) except for the wide top-p column (N(0, 1)).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from jaxserve.sampling.batch import SamplingBatch
 from jaxserve.sampling.bitmask import ban, full_bitmask
 from jaxserve.sampling.params import SamplingParams
 from jaxserve.sampling.sampler import sample
+from jaxserve.sampling.slot_state import SlotSamplingState
 
 BATCHES = (1, 16, 64)
 ALL_FEATURES = SamplingParams(
@@ -62,13 +64,16 @@ def inputs(batch: int, vocab: int, params: SamplingParams, scale: float, restric
         bias[:, rng.choice(vocab, 50, replace=False)] = rng.normal(size=50) * 5
         prompt_mask[:, rng.choice(vocab, 300, replace=False)] = True
         counts[:, rng.choice(vocab, 100, replace=False)] = rng.integers(1, 4, size=100)
+    if restricted:
+        marked = np.ones((batch,), np.bool_)
+        sampling = dataclasses.replace(sampling, biased=marked, restricted=marked)
+    state = SlotSamplingState(jnp.asarray(bias), jnp.asarray(prompt_mask), jnp.asarray(counts))
     return (
         logits,
         sampling,
         jnp.asarray(np.tile(row, (batch, 1))),
-        jnp.asarray(bias),
-        jnp.asarray(prompt_mask),
-        jnp.asarray(counts),
+        state,
+        jnp.asarray(np.arange(batch, dtype=np.int32)),
     )
 
 

@@ -26,13 +26,7 @@ from jaxserve.engine.buckets import BucketConfig
 from jaxserve.engine.compiler_options import step_compiler_options
 from jaxserve.engine.executable_store import ExecutableStore, fingerprint
 from jaxserve.engine.multihost import Call, LeaderChannel, follow, host_copy, is_leader
-from jaxserve.engine.step import (
-    PromptLogprobs,
-    SlotSamplingState,
-    StepInputs,
-    init_slot,
-    model_step_on_leaves,
-)
+from jaxserve.engine.step import PromptLogprobs, StepInputs, model_step_on_leaves
 from jaxserve.modeling import native_attention
 from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.modeling.loader import LoadedModel
@@ -41,6 +35,7 @@ from jaxserve.sampling.batch import SamplingBatch, host_array
 from jaxserve.sampling.bitmask import bitmask_width, full_bitmask
 from jaxserve.sampling.params import SamplingParams
 from jaxserve.sampling.sampler import SampleResult
+from jaxserve.sampling.slot_state import SlotSamplingState, init_slot
 
 log = logging.getLogger(__name__)
 
@@ -331,6 +326,7 @@ class ModelRunner:
             [r.params for r in rows] + padding,
             [r.seed for r in rows] + [0] * len(padding),
             [r.generated for r in rows] + [0] * len(padding),
+            [r.bitmask is not None for r in rows] + [False] * len(padding),
         )
         return StepInputs(
             tokens=host_array(token_ids),

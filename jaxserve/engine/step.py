@@ -15,45 +15,8 @@ from flax import nnx
 from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.sampling.batch import SamplingBatch
 from jaxserve.sampling.logprobs import TOP_LOGPROBS, prompt_token_logprobs
-from jaxserve.sampling.penalties import count_tokens
 from jaxserve.sampling.sampler import SampleResult, sample
-
-
-@jax.tree_util.register_dataclass
-@dataclass(frozen=True)
-class SlotSamplingState:
-    """Per cache slot, [slots, V]: what the sampler needs about a sequence beyond this step's logits.
-
-    Set once when a sequence takes its slot (bias, prompt tokens) and updated inside each step (output
-    token counts), so no [batch, vocab] array is rebuilt on the host per step.
-    """
-
-    bias: jax.Array  # float32: logit_bias
-    prompt_mask: jax.Array  # bool: token occurs in the prompt (repetition penalty)
-    output_counts: jax.Array  # int32: occurrences in the output so far (all three penalties)
-
-    @classmethod
-    def allocate(cls, num_slots: int, vocab: int) -> SlotSamplingState:
-        return cls(
-            bias=jnp.zeros((num_slots, vocab), jnp.float32),
-            prompt_mask=jnp.zeros((num_slots, vocab), jnp.bool_),
-            output_counts=jnp.zeros((num_slots, vocab), jnp.int32),
-        )
-
-
-def init_slot(
-    state: SlotSamplingState,
-    slot: jax.Array,
-    bias_row: jax.Array,
-    prompt_mask_row: jax.Array,
-    output_counts_row: jax.Array,
-) -> SlotSamplingState:
-    """A sequence takes `slot`: its bias, prompt tokens and output counts so far (0 unless resumed)."""
-    return SlotSamplingState(
-        bias=state.bias.at[slot].set(bias_row),
-        prompt_mask=state.prompt_mask.at[slot].set(prompt_mask_row),
-        output_counts=state.output_counts.at[slot].set(output_counts_row),
-    )
+from jaxserve.sampling.slot_state import SlotSamplingState, count_output_tokens
 
 
 @jax.tree_util.register_dataclass
@@ -106,24 +69,8 @@ def model_step(
     last_hidden = jnp.take_along_axis(hidden, inputs.last_index[:, None, None], axis=1)[:, 0]  # [B, D]
     logits = model.logits(last_hidden)  # [B, V]
 
-    def rows(table: jax.Array) -> jax.Array:
-        return jnp.take(table, inputs.slots, axis=0, mode="fill", fill_value=0)
-
-    counts = rows(sampler_state.output_counts)
-    result = sample(
-        logits,
-        inputs.sampling,
-        inputs.bitmask,
-        rows(sampler_state.bias),
-        rows(sampler_state.prompt_mask),
-        counts,
-    )
-    counts = count_tokens(counts, result.tokens, inputs.counted)
-    sampler_state = SlotSamplingState(
-        bias=sampler_state.bias,
-        prompt_mask=sampler_state.prompt_mask,
-        output_counts=sampler_state.output_counts.at[inputs.slots].set(counts, mode="drop"),
-    )
+    result = sample(logits, inputs.sampling, inputs.bitmask, sampler_state, inputs.slots)
+    sampler_state = count_output_tokens(sampler_state, inputs.slots, result.tokens, inputs.counted)
 
     def with_prompt_logprobs() -> PromptLogprobs:
         all_logits = model.logits(hidden).reshape(batch * tokens, -1)  # [B*T, V]: only when asked

@@ -36,15 +36,22 @@ class SamplingBatch:
     presence_penalty: jax.Array  # float32; 0 = off
     frequency_penalty: jax.Array  # float32; 0 = off
     repetition_penalty: jax.Array  # float32; 1 = off
+    biased: jax.Array  # bool: the row has a logit_bias (its slot's bias row is not all zeros)
+    restricted: jax.Array  # bool: the row's bitmask is not all-allowed
     seed: jax.Array  # uint32: with step, the row's PRNG key fold_in(key(seed), step)
     step: jax.Array  # int32: tokens generated so far by the row
     num_logprobs: jax.Array  # int32: top logprobs the row asked for; -1 = none (lets the sampler skip them)
 
     @classmethod
     def from_params(
-        cls, params: Sequence[SamplingParams | None], seeds: Sequence[int], steps: Sequence[int]
+        cls,
+        params: Sequence[SamplingParams | None],
+        seeds: Sequence[int],
+        steps: Sequence[int],
+        restricted: Sequence[bool] | None = None,
     ) -> SamplingBatch:
-        """Rows for `params`; None marks a padding row (greedy, no penalties, no logprobs).
+        """Rows for `params`; None marks a padding row (greedy, no penalties, no logprobs). `restricted`
+        marks the rows whose step bitmask allows fewer than every token (default: none).
 
         Seeds are reduced to their low 32 bits (the engine folds wider seeds first). The fields are host
         (NumPy) arrays: the runner moves the whole step onto the device mesh at once, with its sharding.
@@ -67,6 +74,8 @@ class SamplingBatch:
             presence_penalty=column([p.presence_penalty for p in rows], np.float32),
             frequency_penalty=column([p.frequency_penalty for p in rows], np.float32),
             repetition_penalty=column([p.repetition_penalty for p in rows], np.float32),
+            biased=column([bool(p.logit_bias) for p in rows], np.bool_),
+            restricted=column(list(restricted or [False] * len(rows)), np.bool_),
             seed=column([s & 0xFFFFFFFF for s in seeds], np.uint32),
             step=column(list(steps), np.int32),
             num_logprobs=column([-1 if p.logprobs is None else p.logprobs for p in rows], np.int32),

@@ -38,10 +38,3 @@ def any_penalty(batch: SamplingBatch) -> jax.Array:
     return jnp.any(
         (batch.repetition_penalty != 1.0) | (batch.frequency_penalty != 0.0) | (batch.presence_penalty != 0.0)
     )
-
-
-def count_tokens(output_counts: jax.Array, tokens: jax.Array, valid: jax.Array) -> jax.Array:
-    """Add each valid row's new token to its counts. output_counts: [B, V] int32; tokens: [B] int32;
-    valid: [B] bool (False for padding rows and mid-prompt chunks, whose token is not output)."""
-    rows = jnp.arange(output_counts.shape[0])
-    return output_counts.at[rows, tokens].add(valid.astype(jnp.int32))

@@ -6,9 +6,9 @@ serves any mix. The transforms run in vLLM's order (DESIGN principle 4):
   bitmask (allowed tokens, bad words, min_tokens) -> logit bias -> penalties -> greedy rows: argmax
   -> temperature -> min-p -> top-k / top-p -> draw with the row's key fold_in(key(seed), step)
 
-Stages no row needs are skipped (lax.switch / lax.cond), so an all-greedy batch costs one fused pass:
-mask, bias add and argmax. Logprobs come from the raw logits and are computed only when some row asked
-for them.
+Stages no row needs are skipped (lax.switch / lax.cond), so an all-greedy batch without restrictions,
+bias or penalties costs one pass, the argmax, and reads neither its bitmask nor the per-slot state. Logprobs come from
+the raw logits and are computed only when some row asked for them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 
+from jaxserve.sampling.argmax import first_argmax
 from jaxserve.sampling.batch import SamplingBatch
 from jaxserve.sampling.bitmask import apply_bitmask
 from jaxserve.sampling.draw import categorical, row_keys
@@ -25,6 +26,7 @@ from jaxserve.sampling.filters import apply_min_p, apply_top_k_top_p
 from jaxserve.sampling.logprobs import TOP_LOGPROBS, token_logprobs
 from jaxserve.sampling.params import GREEDY_TEMPERATURE
 from jaxserve.sampling.penalties import any_penalty, apply_penalties
+from jaxserve.sampling.slot_state import SlotSamplingState, slot_rows
 
 
 @jax.tree_util.register_dataclass
@@ -41,34 +43,39 @@ class SampleResult:
 
 
 def sample(
-    logits: jax.Array,
-    batch: SamplingBatch,
-    bitmask: jax.Array,
-    bias: jax.Array,
-    prompt_mask: jax.Array,
-    output_counts: jax.Array,
+    logits: jax.Array, batch: SamplingBatch, bitmask: jax.Array, state: SlotSamplingState, slots: jax.Array
 ) -> SampleResult:
-    """logits: [B, V] float32 raw model output; bitmask: [B, W] int32 allowed tokens; bias: [B, V]
-    float32 logit_bias; prompt_mask: [B, V] bool; output_counts: [B, V] int32."""
+    """logits: [B, V] float32 raw model output; bitmask: [B, W] int32 allowed tokens; state: the per-slot
+    bias, prompt tokens and output counts; slots: [B] int32, each row's slot in `state` (out of range for
+    a padding row, which reads zeros)."""
     raw = logits.astype(jnp.float32)
     random_rows = batch.temperature >= GREEDY_TEMPERATURE  # [B]
 
-    def processed(penalised: bool) -> jax.Array:
-        """Bitmask, bias and (if `penalised`) penalties: elementwise, fused into whatever reads it."""
-        x = apply_bitmask(raw, bitmask) + bias
-        return apply_penalties(x, prompt_mask, output_counts, batch) if penalised else x
+    def processed(adjusted: bool) -> jax.Array:
+        """If `adjusted`, bitmask, bias and penalties: elementwise, fused into whatever reads it. Neutral
+        rows come through bit-identical (an all-allowed mask, x + 0, and see apply_penalties)."""
+        if not adjusted:
+            return raw
+        x = apply_bitmask(raw, bitmask) + slot_rows(state.bias, slots)
+        return apply_penalties(
+            x, slot_rows(state.prompt_mask, slots), slot_rows(state.output_counts, slots), batch
+        )
 
-    def greedy(penalised: bool) -> jax.Array:
-        return jnp.argmax(processed(penalised), axis=-1).astype(jnp.int32)
+    def greedy(adjusted: bool) -> jax.Array:
+        return first_argmax(processed(adjusted))
 
     def mixed() -> jax.Array:
         x = processed(True)  # [B, V], materialised once for the argmax and the draw
-        greedy_tokens = jnp.argmax(x, axis=-1).astype(jnp.int32)  # exact, before any temperature
+        greedy_tokens = first_argmax(x)  # exact, before any temperature
         return jnp.where(random_rows, _draw(x, batch, random_rows), greedy_tokens)
 
     # One branch per kind of batch, each computed from the inputs so an all-greedy batch fuses into a
-    # single pass (a cond between stages would materialise the [B, V] logits at each one).
-    branch = jnp.where(jnp.any(random_rows), 2, any_penalty(batch).astype(jnp.int32))
+    # single pass (a cond between stages would materialise the [B, V] logits at each one). The bitmask
+    # and the state's rows are read inside the branches that need them. For a batch-64 decode step on a
+    # 2-core CPU (`benchmarks/profile_decode.py`), gathering every row's state and masking the logits
+    # cost ~25 ms of 224; the plain branch takes ~1 ms.
+    adjusted = jnp.any(batch.biased | batch.restricted) | any_penalty(batch)
+    branch = jnp.where(jnp.any(random_rows), 2, adjusted.astype(jnp.int32))
     tokens = jax.lax.switch(branch, [lambda: greedy(False), lambda: greedy(True), mixed])
     logprob, rank, top_ids, top_logprobs = jax.lax.cond(
         jnp.any(batch.num_logprobs >= 0), lambda: token_logprobs(raw, tokens), lambda: _no_logprobs(tokens)

@@ -22,10 +22,12 @@ def test_rows_carry_each_requests_parameters() -> None:
             repetition_penalty=1.2,
             logprobs=3,
         ),
-        SamplingParams(temperature=0.0, top_k=7, min_p=0.5, repetition_penalty=1.5, logprobs=0),
+        SamplingParams(
+            temperature=0.0, top_k=7, min_p=0.5, repetition_penalty=1.5, logprobs=0, logit_bias={3: 2.0}
+        ),
         None,
     ]
-    batch = SamplingBatch.from_params(params, [5, -1, 0], [10, 0, 0])
+    batch = SamplingBatch.from_params(params, [5, -1, 0], [10, 0, 0], [False, True, False])
     host = {name: np.asarray(value) for name, value in vars(batch).items()}
     np.testing.assert_allclose(host["temperature"], [0.7, 0.0, 0.0], rtol=1e-6)
     np.testing.assert_allclose(host["top_p"], [0.9, 1.0, 1.0], rtol=1e-6)
@@ -37,6 +39,8 @@ def test_rows_carry_each_requests_parameters() -> None:
     np.testing.assert_array_equal(host["seed"], [5, 2**32 - 1, 0])
     np.testing.assert_array_equal(host["step"], [10, 0, 0])
     np.testing.assert_array_equal(host["num_logprobs"], [3, 0, -1])
+    np.testing.assert_array_equal(host["biased"], [False, True, False])  # the slot's bias row is read
+    np.testing.assert_array_equal(host["restricted"], [False, True, False])  # the bitmask is applied
     assert host["seed"].dtype == np.uint32 and host["top_k"].dtype == np.int32
     assert all(value.shape == (3,) for value in host.values())
 
@@ -45,7 +49,7 @@ def test_is_a_pytree_of_host_arrays() -> None:
     """Built on the host: the runner places the whole step on the device mesh, with its sharding, at once."""
     batch = SamplingBatch.from_params([SamplingParams()], [1], [2])
     leaves = jax.tree_util.tree_leaves(batch)
-    assert len(leaves) == 10
+    assert len(leaves) == 12
     assert all(isinstance(leaf, np.ndarray) for leaf in leaves)
 
 

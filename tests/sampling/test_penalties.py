@@ -7,11 +7,10 @@ import numpy as np
 
 from jaxserve.sampling.batch import SamplingBatch
 from jaxserve.sampling.params import SamplingParams
-from jaxserve.sampling.penalties import any_penalty, apply_penalties, count_tokens
+from jaxserve.sampling.penalties import any_penalty, apply_penalties
 from tests.sampling import reference
 
 jitted_penalties = jax.jit(apply_penalties)
-jitted_count = jax.jit(count_tokens)
 
 
 def test_penalties_match_reference_including_negative_logits() -> None:
@@ -53,13 +52,3 @@ def test_any_penalty_detects_each_kind() -> None:
     ]:
         batch = SamplingBatch.from_params([None, params], [0, 0], [0, 0])
         assert bool(any_penalty(batch)) is expected
-
-
-def test_count_tokens_adds_valid_rows_only() -> None:
-    counts = np.zeros((3, 8), np.int32)
-    counts[0, 2] = 4
-    out = np.asarray(jitted_count(counts, np.asarray([2, 5, 7], np.int32), np.asarray([True, True, False])))
-    expected = counts.copy()
-    expected[0, 2] = 5
-    expected[1, 5] = 1
-    np.testing.assert_array_equal(out, expected)

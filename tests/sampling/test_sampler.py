@@ -5,6 +5,7 @@ Two shapes only ([4, 1000] and [3000, 12], plus [1, 1000] for a row alone), each
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -15,6 +16,7 @@ from jaxserve.sampling.batch import SamplingBatch
 from jaxserve.sampling.bitmask import allowed_bitmask, ban, full_bitmask
 from jaxserve.sampling.params import SamplingParams
 from jaxserve.sampling.sampler import SampleResult, sample
+from jaxserve.sampling.slot_state import SlotSamplingState
 from tests.sampling import reference
 
 jitted_sample = jax.jit(sample)
@@ -38,15 +40,27 @@ def run(
     prompt_mask: np.ndarray | None = None,
     counts: np.ndarray | None = None,
 ) -> SampleResult:
+    """`sample` with row i in slot i of a state holding `bias`, `prompt_mask` and `counts` ([B, V]; zeros
+    if not given). As the runner marks them: a row with a non-zero bias row is biased, and one whose
+    bitmask row is not all-allowed is restricted."""
     rows, vocab = logits.shape
-    batch = SamplingBatch.from_params(params, seeds or list(range(rows)), steps or [0] * rows)
+    full = np.tile(full_bitmask(vocab), (rows, 1))
+    bitmask = full if bitmask is None else bitmask
+    restricted = np.any(bitmask != full, axis=-1).tolist()
+    batch = SamplingBatch.from_params(params, seeds or list(range(rows)), steps or [0] * rows, restricted)
+    bias = np.zeros((rows, vocab), np.float32) if bias is None else bias
+    batch = dataclasses.replace(batch, biased=np.asarray(batch.biased) | np.any(bias != 0, axis=-1))
+    state = SlotSamplingState(
+        bias=bias,
+        prompt_mask=np.zeros((rows, vocab), np.bool_) if prompt_mask is None else prompt_mask,
+        output_counts=np.zeros((rows, vocab), np.int32) if counts is None else counts,
+    )
     return jitted_sample(
         logits,
         batch,
-        np.tile(full_bitmask(vocab), (rows, 1)) if bitmask is None else bitmask,
-        np.zeros((rows, vocab), np.float32) if bias is None else bias,
-        np.zeros((rows, vocab), np.bool_) if prompt_mask is None else prompt_mask,
-        np.zeros((rows, vocab), np.int32) if counts is None else counts,
+        bitmask,
+        state,
+        np.arange(rows, dtype=np.int32),
     )
 
 
