@@ -102,3 +102,30 @@ def test_chunks_of_different_sizes_run_in_separate_steps(
     # (padded to 8) share a step; the 20-token one (padded to 32) runs in its own.
     assert prefill_rows == [2, 1]
     assert run(pool_back_to_full(engine))
+
+
+def test_rows_with_a_bias_or_a_restriction_beside_plain_rows_each_get_their_own(
+    make_engine: EngineFactory,
+) -> None:
+    """The sampler skips bias and bitmask for a batch whose rows have none (host flags per row): a step
+    mixing such rows with plain ones applies each row's own, in prompt chunks and decode steps alike."""
+    plain = [(prompt_ids(6, 30 + i), GREEDY) for i in range(2)]
+    reference = make_engine()
+    alone = [run(collect(reference, p, s, f"alone-{i}")).token_ids for i, (p, s) in enumerate(plain)]
+    forced, allowed = 77, (40, 41, 42)
+    requests = [
+        plain[0],
+        (
+            prompt_ids(6, 40),
+            SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True, logit_bias={forced: 100}),
+        ),
+        (
+            prompt_ids(6, 41),
+            SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True, allowed_token_ids=allowed),
+        ),
+        plain[1],
+    ]
+    outputs = together(make_engine(), requests)
+    assert [outputs[0].token_ids, outputs[3].token_ids] == alone
+    assert outputs[1].token_ids == (forced,) * 10
+    assert set(outputs[2].token_ids) <= set(allowed) and len(outputs[2].token_ids) == 10
