@@ -248,8 +248,9 @@ class ModelRunner:
         """Compile (or load) every bucketed shape, and the slot initialiser, so serving never compiles.
 
         When every shape is in the executable store, only those a short conversation needs (each chunk
-        size's narrowest block table, one prompt chunk at a time) load before this returns; the rest load on background threads while
-        the server runs, and a step that needs one of them first waits for its load, never compiles.
+        size's narrowest block table, one prompt chunk at a time) load before this returns; the rest load
+        on background threads while the server runs, and a step that needs one of them first waits for its
+        load, never compiles.
         """
         start = time.perf_counter()
         # Every process runs this first call itself (no announcement): followers warm up too.

@@ -7,8 +7,8 @@ serves any mix. The transforms run in vLLM's order (DESIGN principle 4):
   -> temperature -> min-p -> top-k / top-p -> draw with the row's key fold_in(key(seed), step)
 
 Stages no row needs are skipped (lax.switch / lax.cond), so an all-greedy batch without restrictions,
-bias or penalties costs one pass, the argmax, and reads neither its bitmask nor the per-slot state. Logprobs come from
-the raw logits and are computed only when some row asked for them.
+bias or penalties costs one pass, the argmax, and reads neither its bitmask nor the per-slot state.
+Logprobs come from the raw logits and are computed only when some row asked for them.
 """
 
 from __future__ import annotations
