@@ -8,8 +8,9 @@
 #    sdist (pip download --no-binary), with CMake and native CPU flags, into $CACHE (once).
 # 2. Converts the default GGUF (the one jaxserve serves) to F32 and Q8_0 with llama-quantize.
 # 3. Runs llama-server (-t = cores, --parallel = the highest level, continuous batching) on each file and
-#    jaxserve (float32, plus --quantization int8 when this jaxserve has it), one after the other, with the
-#    same load generator (jaxserve/bench/load_generator.py: streamed chat, ignore_eos, fixed lengths).
+#    jaxserve (float32 against F32, --quantization int8 against Q8_0 when this jaxserve has it) with the
+#    same load generator (jaxserve/bench/load_generator.py: streamed chat, ignore_eos, fixed lengths). The
+#    two servers of a pair are up together and take turns level by level (see run_pair).
 # 4. Prints each run's table and the ratio table jaxserve / llama-server per level and precision.
 # Nothing is downloaded at jaxserve's run time; this script needs the package index once, for the sdist.
 set -euo pipefail
@@ -80,42 +81,79 @@ wait_healthy() {  # url pid log
   echo "server not healthy; log:"; tail -30 "$3"; return 1
 }
 
-load() {  # url json-path
+load() {  # url json-path level
   # shellcheck disable=SC2086
-  "$PY" -m jaxserve.bench.load_generator --base-url "$1" --concurrency $LEVELS "${requests_args[@]}" \
+  "$PY" -m jaxserve.bench.load_generator --base-url "$1" --concurrency "$3" "${requests_args[@]}" \
     --max-tokens "$MAX_TOKENS" --prompt-words "$PROMPT_WORDS" --ignore-eos --json "$2"
 }
 
-# ---------------------------------------------------------------- 3. llama-server runs
-for precision in F32 Q8_0; do
-  port="$(free_port)"
-  log="$OUT/llama-server-$precision.log"
-  echo "== llama-server $precision (-t $CORES --parallel $max_level)"
-  "$LLAMA_BIN/llama-server" -m "$CACHE/models/$(basename "$MODEL" .gguf)-$precision.gguf" \
-    --host 127.0.0.1 --port "$port" -t "$CORES" --parallel "$max_level" --cont-batching \
-    -c $(( max_level * 1024 )) >"$log" 2>&1 &
-  pid=$!
-  wait_healthy "http://127.0.0.1:$port" "$pid" "$log"
-  load "http://127.0.0.1:$port" "$OUT/llama-server-$precision.json"
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-done
-
-# ---------------------------------------------------------------- jaxserve runs (same generator)
-run_jaxserve() {  # name serve-args...
-  local name="$1"; shift
-  local port log pid
-  port="$(free_port)"
-  log="$OUT/jaxserve-$name.log"
-  echo "== jaxserve $name ($*)"
-  "$PY" -m jaxserve.cli serve --host 127.0.0.1 --port "$port" --max-num-seqs "$max_level" "$@" >"$log" 2>&1 &
-  pid=$!
-  wait_healthy "http://127.0.0.1:$port" "$pid" "$log"
-  load "http://127.0.0.1:$port" "$OUT/jaxserve-$name.json"
-  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+merge_levels() {  # out-json level-json...: one file with every level, as one load run writes it
+  "$PY" -c '
+import json, sys
+runs = [json.load(open(path)) for path in sys.argv[2:]]
+merged = dict(runs[0], levels=[level for run in runs for level in run["levels"]])
+json.dump(merged, open(sys.argv[1], "w"), indent=1)
+' "$@"
 }
-run_jaxserve F32
+
+start_llama() {  # precision -> LLAMA_URL, LLAMA_PID
+  local port
+  port="$(free_port)"
+  echo "== llama-server $1 (-t $CORES --parallel $max_level)"
+  "$LLAMA_BIN/llama-server" -m "$CACHE/models/$(basename "$MODEL" .gguf)-$1.gguf" \
+    --host 127.0.0.1 --port "$port" -t "$CORES" --parallel "$max_level" --cont-batching \
+    -c $(( max_level * 1024 )) >"$OUT/llama-server-$1.log" 2>&1 &
+  LLAMA_PID=$!
+  LLAMA_URL="http://127.0.0.1:$port"
+}
+
+start_jaxserve() {  # name serve-args... -> JAX_URL, JAX_PID
+  local name="$1" port
+  shift
+  port="$(free_port)"
+  echo "== jaxserve $name ($*)"
+  "$PY" -m jaxserve.cli serve --host 127.0.0.1 --port "$port" --max-num-seqs "$max_level" "$@" \
+    >"$OUT/jaxserve-$name.log" 2>&1 &
+  JAX_PID=$!
+  JAX_URL="http://127.0.0.1:$port"
+}
+
+# ---------------------------------------------------------------- 3. the runs, level by level
+# Both servers of a pair are up at once (the idle one sleeps), and each level runs on one and then at once
+# on the other, first llama-server and then jaxserve, then the other way round at the next level: this
+# machine's speed drifts by tens of percent within an hour, and a level's two runs minutes apart see
+# about the same machine.
+run_pair() {  # llama-precision jaxserve-name serve-args...
+  local precision="$1" name="$2" level first=llama
+  shift 2
+  start_llama "$precision"
+  start_jaxserve "$name" "$@"
+  wait_healthy "$LLAMA_URL" "$LLAMA_PID" "$OUT/llama-server-$precision.log"
+  wait_healthy "$JAX_URL" "$JAX_PID" "$OUT/jaxserve-$name.log"
+  local llama_files=() jax_files=()
+  for level in $LEVELS; do
+    for server in $first $([[ $first == llama ]] && echo jaxserve || echo llama); do
+      if [[ $server == llama ]]; then
+        echo "-- llama-server $precision, concurrency $level"
+        load "$LLAMA_URL" "$OUT/llama-server-$precision-c$level.json" "$level"
+        llama_files+=("$OUT/llama-server-$precision-c$level.json")
+      else
+        echo "-- jaxserve $name, concurrency $level"
+        load "$JAX_URL" "$OUT/jaxserve-$name-c$level.json" "$level"
+        jax_files+=("$OUT/jaxserve-$name-c$level.json")
+      fi
+    done
+    first=$([[ $first == llama ]] && echo jaxserve || echo llama)
+  done
+  kill "$LLAMA_PID"; kill -TERM "$JAX_PID"
+  wait "$LLAMA_PID" "$JAX_PID" 2>/dev/null || true
+  merge_levels "$OUT/llama-server-$precision.json" "${llama_files[@]}"
+  merge_levels "$OUT/jaxserve-$name.json" "${jax_files[@]}"
+}
+
+run_pair F32 F32
 if "$PY" -m jaxserve.cli serve --help | grep -q -- "--quantization"; then
-  run_jaxserve INT8 --quantization int8
+  run_pair Q8_0 INT8 --quantization int8
 fi
 
 # ---------------------------------------------------------------- 4. ratio table

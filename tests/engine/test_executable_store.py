@@ -154,3 +154,26 @@ def test_nothing_is_stored_while_jax_s_own_cache_may_have_served_the_compile(
     assert not store.has(NARROW[0])
     store.save(NARROW[0], runner._compiled[NARROW[0]])
     assert store.has(NARROW[0])
+
+
+def test_warm_up_runs_each_shape_once_without_touching_the_cache_or_the_sampler_state(
+    model: LoadedModel,
+) -> None:
+    runner = ModelRunner(model, BUCKETS, NUM_PAGES)
+    greedy_tokens(runner, 3)  # some keys and values to keep
+    # Warm-up's first call sets slot 0 as a new sequence's: done here first, so what follows must keep it.
+    runner._run_init_slot(runner._slot_rows(0, SamplingParams(), [0], []))
+    before = jax.tree.map(lambda leaf: jax.device_get(leaf).copy(), (runner.cache, runner.sampler_state))
+    runs: list[tuple[int, int, int]] = []
+    real = runner._run_step
+
+    def counting(shape: tuple[int, int, int], packed: object) -> object:
+        runs.append(shape)
+        return real(shape, packed)  # type: ignore[arg-type]
+
+    runner._run_step = counting  # type: ignore[method-assign]
+    runner.warm_up()
+    assert sorted(runs) == sorted(s for s in SHAPES if s not in NARROW)  # the two greedy_tokens compiled
+    after = jax.tree.map(jax.device_get, (runner.cache, runner.sampler_state))
+    for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+        assert (old == new).all()
