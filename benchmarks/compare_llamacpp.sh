@@ -81,10 +81,10 @@ wait_healthy() {  # url pid log
   echo "server not healthy; log:"; tail -30 "$3"; return 1
 }
 
-load() {  # url json-path level
+load() {  # url json-path level first-request
   # shellcheck disable=SC2086
   "$PY" -m jaxserve.bench.load_generator --base-url "$1" --concurrency "$3" "${requests_args[@]}" \
-    --max-tokens "$MAX_TOKENS" --prompt-words "$PROMPT_WORDS" --ignore-eos --json "$2"
+    --max-tokens "$MAX_TOKENS" --prompt-words "$PROMPT_WORDS" --ignore-eos --json "$2" --first-request "$4"
 }
 
 merge_levels() {  # out-json level-json...: one file with every level, as one load run writes it
@@ -130,20 +130,23 @@ run_pair() {  # llama-precision jaxserve-name serve-args...
   start_jaxserve "$name" "$@"
   wait_healthy "$LLAMA_URL" "$LLAMA_PID" "$OUT/llama-server-$precision.log"
   wait_healthy "$JAX_URL" "$JAX_PID" "$OUT/jaxserve-$name.log"
-  local llama_files=() jax_files=()
+  local llama_files=() jax_files=() first_request=0
   for level in $LEVELS; do
     for server in $first $([[ $first == llama ]] && echo jaxserve || echo llama); do
       if [[ $server == llama ]]; then
         echo "-- llama-server $precision, concurrency $level"
-        load "$LLAMA_URL" "$OUT/llama-server-$precision-c$level.json" "$level"
+        load "$LLAMA_URL" "$OUT/llama-server-$precision-c$level.json" "$level" "$first_request"
         llama_files+=("$OUT/llama-server-$precision-c$level.json")
       else
         echo "-- jaxserve $name, concurrency $level"
-        load "$JAX_URL" "$OUT/jaxserve-$name-c$level.json" "$level"
+        load "$JAX_URL" "$OUT/jaxserve-$name-c$level.json" "$level" "$first_request"
         jax_files+=("$OUT/jaxserve-$name-c$level.json")
       fi
     done
     first=$([[ $first == llama ]] && echo jaxserve || echo llama)
+    # The next level's prompts follow this one's (a warm-up request and the level's), as in one run of
+    # the load generator over every level: no prompt is repeated, so no prefix cache holds one.
+    first_request=$(( first_request + 1 + ${REQUESTS:-$(( level * 2 > 8 ? level * 2 : 8 ))} ))
   done
   kill "$LLAMA_PID"; kill -TERM "$JAX_PID"
   wait "$LLAMA_PID" "$JAX_PID" 2>/dev/null || true

@@ -88,6 +88,7 @@ class LoadConfig:
     timeout_s: float = 600.0
     warmup_requests: int = 1
     seed: int = 0
+    first_request: int = 0  # number of the first request: runs that must not repeat a prompt start apart
     json_path: str | None = None
 
     @classmethod
@@ -99,8 +100,8 @@ class LoadConfig:
             raise SystemExit(
                 "--concurrency, --requests, --max-tokens, --prompt-words and --timeout must be > 0"
             )
-        if args.shared_prefix_words < 0 or args.warmup_requests < 0:
-            raise SystemExit("--shared-prefix-words and --warmup-requests must be >= 0")
+        if args.shared_prefix_words < 0 or args.warmup_requests < 0 or args.first_request < 0:
+            raise SystemExit("--shared-prefix-words, --warmup-requests and --first-request must be >= 0")
         return cls(
             base_url=args.base_url.rstrip("/"),
             model=args.model,
@@ -115,6 +116,7 @@ class LoadConfig:
             timeout_s=args.timeout,
             warmup_requests=args.warmup_requests,
             seed=args.seed,
+            first_request=args.first_request,
             json_path=args.json,
         )
 
@@ -483,12 +485,12 @@ async def run(config: LoadConfig) -> list[tuple[LevelSummary, list[RequestResult
         model = await resolve_model(session, config)
         print(f"model {model} at {config.base_url}", flush=True)
         await wait_for_step_loads(session, config)
-        next_index = 0  # request numbers keep rising across levels so no prompt is ever repeated
+        # Request numbers keep rising across levels so no prompt is ever repeated.
+        next_index = config.first_request
         if config.warmup_requests:
-            warmup = await run_requests(
-                session, config, model, range(config.warmup_requests), config.warmup_requests
-            )
-            next_index = config.warmup_requests
+            warmup_indices = range(next_index, next_index + config.warmup_requests)
+            warmup = await run_requests(session, config, model, warmup_indices, config.warmup_requests)
+            next_index = warmup_indices.stop
             failed = [r.error for r in warmup if r.error is not None]
             print(f"warm-up: {len(warmup) - len(failed)} of {len(warmup)} requests completed", flush=True)
             for error in failed[:MAX_ERRORS_SHOWN]:
@@ -535,6 +537,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per request")
     parser.add_argument("--warmup-requests", type=int, default=1, help="sent together first, not measured")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic prompts")
+    parser.add_argument(
+        "--first-request",
+        type=int,
+        default=0,
+        help="number of the first request (warm-up included); runs against one server that must not "
+        "repeat each other's prompts start apart",
+    )
     parser.add_argument("--json", default=None, metavar="PATH", help="also write all results here")
     return parser.parse_args(argv)
 
