@@ -74,6 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--warmup-requests", type=int, default=1, help="sent first, not measured")
     load.add_argument("--timeout", type=float, default=1800.0, help="seconds per request")
     load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--first-request", type=int, default=0, help="number of the first request")
     parser.add_argument(
         "--json", default=None, metavar="PATH", help="write the results as JSON here ('-': stdout)"
     )
