@@ -27,7 +27,7 @@ from jaxserve.engine.compiler_options import step_compiler_options
 from jaxserve.engine.executable_store import ExecutableStore, fingerprint
 from jaxserve.engine.multihost import Call, LeaderChannel, follow, host_copy, is_leader
 from jaxserve.engine.step import PromptLogprobs, StepInputs, model_step_on_leaves
-from jaxserve.modeling import native_attention
+from jaxserve.modeling import native_library
 from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.modeling.loader import LoadedModel
 from jaxserve.modeling.sharding import batch_sharding, kv_cache_spec, place, replicated
@@ -140,8 +140,8 @@ class ModelRunner:
         # Step executables loaded from the store may call the native attention kernel, so it is built
         # and registered before any is loaded; which build it is goes into the store's key.
         self._native_kernel = (
-            native_attention.library_path()
-            if jax.default_backend() == "cpu" and native_attention.available()
+            native_library.library_path()
+            if jax.default_backend() == "cpu" and native_library.available()
             else None
         )
         self._compiled: dict[tuple[int, int, int], Any] = {}

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxserve.modeling import native_matvec
 from jaxserve.modeling.attention import ATTENTION_IMPLS, AttentionImpl, paged_attention
 from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.kv_cache import PagedKVCache, write_pages
@@ -109,7 +110,8 @@ def _stacks_pairs(feature_major: bool, quantization: Quantization | None) -> boo
 def feature_major_matmul(x: jax.Array, kernel: jax.Array, out_dtype: jnp.dtype | None = None) -> jax.Array:
     """x [..., in] times a kernel stored [*out, in] -> [..., *out] (out is one axis, or a stack's two).
 
-    Up to FEATURE_MAJOR_MAX_ROWS rows it computes kernel @ xᵀ. Why: XLA:CPU's dot libraries stream the big
+    Up to native_matvec.MAX_ROWS float32 rows on one CPU device the native kernel computes it (see
+    native_matvec). Otherwise, up to FEATURE_MAJOR_MAX_ROWS rows it computes kernel @ xᵀ. Why: XLA:CPU's dot libraries stream the big
     operand fastest when it is the dot's left side and the activations are a contiguous [in, rows] right
     side. A 30-layer stack of SmolLM2 MLP projections took 13.7 instead of 19.5 ms at 4 rows, 21.7 instead
     of 29.8 at 16 and 47 instead of 52 at 64 this way, against x @ an [in, out] kernel (YNNPACK dots; a
@@ -124,7 +126,9 @@ def feature_major_matmul(x: jax.Array, kernel: jax.Array, out_dtype: jnp.dtype |
     lead, width = x.shape[:-1], x.shape[-1]
     out_dims, contract = kernel.shape[:-1], kernel.ndim - 1
     rows = x.reshape(-1, width)
-    if rows.shape[0] == 1:
+    if native_matvec.supports(rows, kernel):  # up to native_matvec.MAX_ROWS float32 rows on one CPU device
+        out = native_matvec.product(rows, kernel.reshape(-1, width))
+    elif rows.shape[0] == 1:
         # One row is a matrix-vector product in either orientation, and its transposes are free
         # reshapes, so the barriers would only add two copy ops per projection (~420 per SmolLM2 decode
         # step): batch-1 steps took 38.7 instead of 40.2 ms without them.
@@ -157,12 +161,13 @@ def feature_major_mlp(
 
     From 2 to MLP_THROUGH_MAX_ROWS rows the hidden activations stay [F, rows] between the two dots, which
     is what the down projection's kernel @ hᵀ wants: one copy in and one out for the whole block instead
-    of two per projection. Outside that range it is the two `feature_major_matmul` products (matrix-vector
-    for one row, x contracted with the kernels as stored above FEATURE_MAJOR_MAX_ROWS).
+    of two per projection. Outside that range, and where the native kernel takes the rows, it is the two
+    `feature_major_matmul` products (matrix-vector for one row, x contracted with the kernels as stored
+    above FEATURE_MAJOR_MAX_ROWS).
     """
     lead, width = x.shape[:-1], x.shape[-1]
     rows = x.reshape(-1, width)
-    if not 1 < rows.shape[0] <= MLP_THROUGH_MAX_ROWS:
+    if native_matvec.supports(rows, gate_up) or not 1 < rows.shape[0] <= MLP_THROUGH_MAX_ROWS:
         hidden = feature_major_matmul(x, gate_up)  # [..., 2, F]
         return feature_major_matmul(act(hidden[..., 0, :]) * hidden[..., 1, :], down)
     columns = jax.lax.optimization_barrier(rows.T)  # [D, rows]

@@ -1,4 +1,5 @@
-"""Feature-major projections: kernels stored [out, in] give x @ Wᵀ, whichever way the product is formed."""
+"""Feature-major projections: kernels stored [out, in] give x @ Wᵀ, whichever way the product is formed
+(the native kernel for a few float32 rows, XLA's dots otherwise)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxserve.modeling import native_library, native_matvec
 from jaxserve.modeling.decoder import (
     FEATURE_MAJOR_MAX_ROWS,
     MLP_THROUGH_MAX_ROWS,
@@ -15,13 +17,24 @@ from jaxserve.modeling.decoder import (
 )
 
 
+@pytest.fixture(params=["native", "xla"])
+def dot_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each case with the native kernel where it takes the rows (if it builds here), and with XLA's dots
+    only."""
+    if request.param == "native" and not native_library.available():
+        pytest.skip("the native kernels could not be built (no C++ compiler?)")
+    if request.param == "xla":
+        monkeypatch.setattr(native_matvec, "supports", lambda *_: False)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("lead", [(1, 1), (4, 1), (2, 8), (1, FEATURE_MAJOR_MAX_ROWS), (3, 50)])
 @pytest.mark.parametrize("out_dtype", [None, jnp.float32])
 def test_feature_major_matmul_is_x_times_the_transposed_kernel(
-    lead: tuple[int, int], out_dtype: jnp.dtype | None
+    lead: tuple[int, int], out_dtype: jnp.dtype | None, dot_path: str
 ) -> None:
-    # (1, 1) is the one-row product (no copies); (1, FEATURE_MAJOR_MAX_ROWS) takes kernel @ xᵀ at the
-    # row limit; (3, 50) = 150 rows contracts x with the kernel directly.
+    # (1, 1) is the one-row product (no copies) and (4, 1) native's widest; (1, FEATURE_MAJOR_MAX_ROWS)
+    # takes kernel @ xᵀ at the row limit; (3, 50) = 150 rows contracts x with the kernel directly.
     rng = np.random.default_rng(sum(lead))
     x = rng.standard_normal((*lead, 48), dtype=np.float32)
     kernel = rng.standard_normal((80, 48), dtype=np.float32)  # [out, in]
@@ -42,8 +55,8 @@ def test_feature_major_matmul_keeps_a_bfloat16_input_in_bfloat16_unless_asked() 
     np.testing.assert_allclose(np.asarray(widened), expected, rtol=1e-2, atol=1e-2)
 
 
-@pytest.mark.parametrize("lead", [(1, 1), (2, 8), (1, FEATURE_MAJOR_MAX_ROWS), (3, 50)])
-def test_a_stacked_kernel_gives_each_part_its_own_product(lead: tuple[int, int]) -> None:
+@pytest.mark.parametrize("lead", [(1, 1), (2, 2), (2, 8), (1, FEATURE_MAJOR_MAX_ROWS), (3, 50)])
+def test_a_stacked_kernel_gives_each_part_its_own_product(lead: tuple[int, int], dot_path: str) -> None:
     rng = np.random.default_rng(sum(lead))
     x = rng.standard_normal((*lead, 48), dtype=np.float32)
     kernel = rng.standard_normal((2, 80, 48), dtype=np.float32)  # [parts, out, in]
@@ -54,8 +67,8 @@ def test_a_stacked_kernel_gives_each_part_its_own_product(lead: tuple[int, int])
 
 
 # One row, the hidden activations kept [F, rows] (up to MLP_THROUGH_MAX_ROWS), and x @ kernelᵀ above it.
-@pytest.mark.parametrize("lead", [(1, 1), (2, 8), (1, MLP_THROUGH_MAX_ROWS), (3, 50)])
-def test_feature_major_mlp_is_the_gated_mlp(lead: tuple[int, int]) -> None:
+@pytest.mark.parametrize("lead", [(1, 1), (2, 2), (2, 8), (1, MLP_THROUGH_MAX_ROWS), (3, 50)])
+def test_feature_major_mlp_is_the_gated_mlp(lead: tuple[int, int], dot_path: str) -> None:
     rng = np.random.default_rng(sum(lead))
     x = rng.standard_normal((*lead, 48), dtype=np.float32)
     gate_up = rng.standard_normal((2, 96, 48), dtype=np.float32) * 0.2  # [gate; up], each [F, D]
@@ -65,3 +78,13 @@ def test_feature_major_mlp_is_the_gated_mlp(lead: tuple[int, int]) -> None:
     expected = (gate / (1 + np.exp(-gate)) * up) @ down.T
     assert out.shape == (*lead, 48)
     np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(not native_library.available(), reason="the native kernels could not be built")
+@pytest.mark.parametrize("rows", [1, native_matvec.MAX_ROWS, native_matvec.MAX_ROWS + 1])
+def test_the_native_kernel_takes_up_to_its_row_limit(rows: int) -> None:
+    x, kernel = jnp.ones((rows, 48), jnp.float32), jnp.ones((2, 80, 48), jnp.float32)
+    program = str(jax.make_jaxpr(feature_major_matmul)(x, kernel))
+    assert (native_library.MATVEC_TARGET in program) == (rows <= native_matvec.MAX_ROWS)
+    bfloat16 = str(jax.make_jaxpr(feature_major_matmul)(x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)))
+    assert native_library.MATVEC_TARGET not in bfloat16

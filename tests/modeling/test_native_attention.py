@@ -1,4 +1,4 @@
-"""The native paged attention kernel against the reference, its build cache, and when "auto" takes it.
+"""The native paged attention kernel against the reference, and when "auto" takes it.
 
 The kernel is built with the machine's C++ compiler on first use; without one these tests are skipped (and
 "auto" keeps the pure-JAX paths, which tests/modeling/test_attention.py covers).
@@ -6,7 +6,6 @@ The kernel is built with the machine's C++ compiler on first use; without one th
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -14,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxserve.modeling import native_attention
+from jaxserve.modeling import native_attention, native_library
 from jaxserve.modeling.attention import (
     chunked_decode_attention,
     paged_attention,
@@ -24,7 +23,7 @@ from jaxserve.modeling.attention import (
 from tests.modeling.attention_cases import PADDING, TOLERANCE, Case, make_case
 
 pytestmark = pytest.mark.skipif(
-    not native_attention.available(), reason="the native kernel could not be built (no C++ compiler?)"
+    not native_library.available(), reason="the native kernel could not be built (no C++ compiler?)"
 )
 
 
@@ -113,19 +112,3 @@ def test_prompt_chunks_match_the_reference(window: int | None, softcap: float | 
         np.asarray(paged_attention(*args, logit_softcap=softcap, impl="native")),
         np.asarray(native_attention.paged_attention(*args, logit_softcap=softcap)),
     )
-
-
-def test_the_build_is_cached_and_can_be_switched_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(native_attention.CACHE_ENV, str(tmp_path))
-    built = native_attention.library_path.__wrapped__()
-    assert built is not None and built.parent == tmp_path and built.suffix == ".so"
-    stamp = built.stat().st_mtime_ns
-    assert native_attention.library_path.__wrapped__() == built
-    assert built.stat().st_mtime_ns == stamp  # found, not rebuilt
-    assert [p.name for p in tmp_path.iterdir()] == [built.name]  # no build leftovers
-
-    monkeypatch.setenv(native_attention.DISABLE_ENV, "0")
-    assert native_attention.library_path.__wrapped__() is None
-    monkeypatch.setenv(native_attention.DISABLE_ENV, "1")
-    monkeypatch.setenv("CXX", "no-such-compiler-here")
-    assert native_attention.library_path.__wrapped__() is None
