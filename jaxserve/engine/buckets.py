@@ -30,10 +30,11 @@ def cdiv(a: int, b: int) -> int:
 
 
 CPU_PREFILL_CHUNK_SIZES = (32, 128)
-"""Prompt chunk sizes on XLA:CPU. A 512-token chunk costs more per token there than four of 128, so it
-would only add compiles: default model, 2-core AVX-512 CPU (`benchmarks/prefill_chunks.py`, 2026-11-27),
-1024 / 2048 prompt tokens in chunks of 512 vs 128, float32 3547 / 11357 vs 3277 / 9583 ms, W8A8 2191 /
-7850 vs 2064 / 6997 ms."""
+"""Prompt chunk sizes on XLA:CPU. Default model, 2-core AVX-512 CPU, float32, `benchmarks/prefill_chunks.py
+--prompts 1024 2048 --rounds 3` (2026-11-27, 11:20 UTC), 1024 / 2048 prompt tokens in chunks of 512 vs
+128: 3553 / 10721 vs 3735 / 11189 ms. So a 512-token chunk saves ~5% on long prompts only, against 9 more
+step shapes to compile: not compiled. (An earlier run, 3547 / 11357
+vs 3277 / 9583 ms, had a 512-token step copy its stacked kernels on every call, since fixed.)"""
 
 ACCELERATOR_PREFILL_CHUNK_SIZES = (32, 128, 512)
 
