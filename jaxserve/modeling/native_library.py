@@ -62,7 +62,7 @@ def _cache_dir() -> Path:
 
 
 def _build(compiler: str, key: str) -> Path:
-    """Compile and link the kernel into the cache (atomically: parallel processes may race here)."""
+    """Compile and link the kernels into the cache (atomically: parallel processes may race here)."""
     target = _cache_dir() / f"kernels-{key[:16]}.so"
     if target.exists():
         return target
