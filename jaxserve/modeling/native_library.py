@@ -29,6 +29,7 @@ LOGGER = logging.getLogger(__name__)
 
 KERNEL_DIR = Path(__file__).parent / "kernels"
 SOURCES = (KERNEL_DIR / "paged_attention.cc", KERNEL_DIR / "matvec.cc")
+HEADERS = (KERNEL_DIR / "work_queue.h",)
 ATTENTION_TARGET = "jaxserve_paged_attention"
 MATVEC_TARGET = "jaxserve_matvec"
 TARGETS = {ATTENTION_TARGET: "JaxservePagedAttention", MATVEC_TARGET: "JaxserveMatVec"}
@@ -98,7 +99,7 @@ def library_path() -> Path | None:
         key = hashlib.sha256(
             "\0".join(
                 (
-                    *(source.read_text() for source in SOURCES),
+                    *(source.read_text() for source in (*SOURCES, *HEADERS)),
                     version,
                     *COMPILE_FLAGS,
                     *_link_flags(),

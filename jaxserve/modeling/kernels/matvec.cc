@@ -11,8 +11,8 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <thread>
 
+#include "work_queue.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -61,8 +61,7 @@ void ProductBlock(const float* w, const float* x, float* out, int64_t in, int64_
   }
 }
 
-// The caller waits for every block to be finished, not for the helpers to return (a helper that starts
-// late finds no block left); the shared_ptr keeps the state alive for such late helpers.
+// Blocks of output features are handed out from a shared counter (see work_queue.h).
 struct Product {
   const float *w, *x;
   float* out;
@@ -99,10 +98,7 @@ ffi::Error MatVec(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi
   product->in = xd[1];
   product->outs = wd[0];
   product->blocks = (wd[0] + BLOCK - 1) / BLOCK;
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), product->blocks) - 1;
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([product] { product->Work(); });
-  product->Work();
-  while (product->finished.load(std::memory_order_acquire) < product->blocks) std::this_thread::yield();
+  jaxserve::RunOnPool(pool, product, product->blocks);
   return ffi::Error::Success();
 }
 

@@ -15,9 +15,9 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
-#include <thread>
 #include <vector>
 
+#include "work_queue.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -98,10 +98,7 @@ void AttendQuery(const Problem& p, const float* q, const float* keys, const floa
   }
 }
 
-// Query tokens are handed out one at a time from a shared counter to the calling thread and the pool's
-// helpers. The caller waits for every token to be finished, not for the helpers to return: a helper that
-// starts late (its thread busy with another op) finds none left, so it never holds the step up. The
-// shared_ptr keeps the state alive for such late helpers.
+// Query tokens are handed out one at a time from a shared counter (see work_queue.h).
 struct Queries {
   Problem problem;
   const float *q, *keys, *values;
@@ -148,10 +145,7 @@ ffi::Error PagedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Bu
   queries->out = out->typed_data();
   queries->count = qd[0] * qd[1];
   queries->tokens_per_row = qd[1];
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), queries->count) - 1;
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([queries] { queries->Work(); });
-  queries->Work();
-  while (queries->finished.load(std::memory_order_acquire) < queries->count) std::this_thread::yield();
+  jaxserve::RunOnPool(pool, queries, queries->count);
   return ffi::Error::Success();
 }
 
