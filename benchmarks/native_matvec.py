@@ -16,7 +16,6 @@ import argparse
 import time
 
 import jax
-
 from prefilled_runner import abba_medians, prefilled_runner  # a sibling module: these scripts run as files
 
 from jaxserve.engine.runner import ModelRunner, RowInput
