@@ -137,8 +137,8 @@ class ModelRunner:
         self._init_slot = jax.jit(
             init_slot, donate_argnums=(0,), in_shardings=self._replicated, out_shardings=self._replicated
         )
-        # Step executables loaded from the store may call the native attention kernel, so it is built
-        # and registered before any is loaded; which build it is goes into the store's key.
+        # Step executables loaded from the store may call the native kernels, so they are built and
+        # registered before any is loaded; which build it is goes into the store's key.
         self._native_kernel = (
             native_library.library_path()
             if jax.default_backend() == "cpu" and native_library.available()

@@ -113,9 +113,9 @@ def feature_major_matmul(x: jax.Array, kernel: jax.Array, out_dtype: jnp.dtype |
     Up to native_matvec.MAX_ROWS float32 rows on one CPU device the native kernel computes it (see
     native_matvec). Otherwise, up to FEATURE_MAJOR_MAX_ROWS rows it computes kernel @ xᵀ. Why: XLA:CPU's
     dot libraries stream the big operand fastest when it is the dot's left side and the activations are a
-    contiguous [in, rows] right side. A 30-layer stack of SmolLM2 MLP projections took 13.7 instead of 19.5 ms at 4 rows, 21.7 instead
-    of 29.8 at 16 and 47 instead of 52 at 64 this way, against x @ an [in, out] kernel (YNNPACK dots; a
-    draft of `benchmarks/matmul_orientation.py`). The optimization barriers make both transposes real copies
+    contiguous [in, rows] right side. A 30-layer stack of SmolLM2 MLP projections took 13.7 instead of
+    19.5 ms at 4 rows, 21.7 instead of 29.8 at 16 and 47 instead of 52 at 64 this way, against x @ an
+    [in, out] kernel (YNNPACK dots; a draft of `benchmarks/matmul_orientation.py`). The optimization barriers make both transposes real copies
     (small: rows x width): without them XLA folds them into the dot's dimension numbers and picks the slow
     kernel again (62 ms at 4 rows).
     Above the limit the copies cost more than the layout gains, and x @ kernelᵀ is as fast as row-major
