@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -94,6 +95,37 @@ async def pool_back_to_full(engine: AsyncEngine) -> bool:
 
 def run(coro: Coroutine[object, object, T]) -> T:
     return asyncio.run(coro)
+
+
+def arriving_at_once(
+    engine: AsyncEngine, requests: list[tuple[list[int], SamplingParams]]
+) -> list[RequestOutput]:
+    """Run the requests to their ends, all queued before the engine plans its next step.
+
+    The engine thread wakes at the first request's arrival and may plan a step before the event loop has
+    queued the rest: tests that count a step's rows hold its steps until every request is in flight."""
+    queued = threading.Event()
+    real_step = engine.core.step
+
+    def step_once_all_are_queued() -> None:
+        queued.wait()
+        engine.core.drain_inbox(block=False)  # the ones queued while this step was held
+        real_step()
+
+    async def all_at_once() -> list[RequestOutput]:
+        tasks = [
+            asyncio.ensure_future(collect(engine, p, s, f"together-{i}")) for i, (p, s) in enumerate(requests)
+        ]
+        while engine.in_flight < len(requests):
+            await asyncio.sleep(0.001)
+        queued.set()
+        return list(await asyncio.gather(*tasks))
+
+    engine.core.step = step_once_all_are_queued  # type: ignore[method-assign]
+    try:
+        return run(all_at_once())
+    finally:
+        del engine.core.step
 
 
 _sequence_numbers = itertools.count()

@@ -3,16 +3,14 @@ gets exactly what it gets alone, whatever its chunk's length, start position, sa
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest
 
-from jaxserve.engine.async_engine import AsyncEngine
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner, PromptLogprobRows, RowInput, RowOutput
 from jaxserve.sampling.params import SamplingParams
-from tests.engine.conftest import EngineFactory, collect, pool_back_to_full, prompt_ids, run
+from tests.engine.conftest import EngineFactory, arriving_at_once, collect, pool_back_to_full, prompt_ids, run
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=10, ignore_eos=True)
 
@@ -47,17 +45,6 @@ def logprob_values(output: RequestOutput) -> list[float]:
     return [v for e in entries if e is not None for v in (e.logprob, *(lp for _, lp in e.top))]
 
 
-def together(engine: AsyncEngine, requests: list[tuple[list[int], SamplingParams]]) -> list[RequestOutput]:
-    async def all_at_once() -> list[RequestOutput]:
-        return list(
-            await asyncio.gather(
-                *(collect(engine, p, s, f"together-{i}") for i, (p, s) in enumerate(requests))
-            )
-        )
-
-    return run(all_at_once())
-
-
 def test_prompt_chunks_run_together_generate_what_each_generates_alone(
     make_engine: EngineFactory, prefill_rows: list[int]
 ) -> None:
@@ -80,7 +67,7 @@ def test_prompt_chunks_run_together_generate_what_each_generates_alone(
     engine = make_engine()
     run(collect(engine, shared_prefix + prompt_ids(9, 5), GREEDY, "warm"))
     prefill_rows.clear()
-    outputs = together(engine, requests)
+    outputs = arriving_at_once(engine, requests)
     assert [outcome(o) for o in outputs] == [outcome(o) for o in alone]
     for output, reference in zip(outputs, alone, strict=True):
         assert logprob_values(output) == pytest.approx(logprob_values(reference), abs=1e-5)
@@ -97,7 +84,7 @@ def test_chunks_of_different_sizes_run_in_separate_steps(
     alone = [run(collect(alone_engine, p, s, f"alone-{i}")).token_ids for i, (p, s) in enumerate(requests)]
     engine = make_engine()  # its own prefix cache: every prompt is computed again
     prefill_rows.clear()
-    assert [o.token_ids for o in together(engine, requests)] == alone
+    assert [o.token_ids for o in arriving_at_once(engine, requests)] == alone
     # The 32-token budget admits all three in one step (3 + 20 + 6 tokens). The 3- and 6-token chunks
     # (padded to 8) share a step; the 20-token one (padded to 32) runs in its own.
     assert prefill_rows == [2, 1]
@@ -125,7 +112,7 @@ def test_rows_with_a_bias_or_a_restriction_beside_plain_rows_each_get_their_own(
         ),
         plain[1],
     ]
-    outputs = together(make_engine(), requests)
+    outputs = arriving_at_once(make_engine(), requests)
     assert [outputs[0].token_ids, outputs[3].token_ids] == alone
     assert outputs[1].token_ids == (forced,) * 10
     assert set(outputs[2].token_ids) <= set(allowed) and len(outputs[2].token_ids) == 10
