@@ -30,7 +30,7 @@ from jaxserve.modeling.attention import ATTENTION_IMPLS, AttentionImpl, paged_at
 from jaxserve.modeling.config import ModelConfig
 from jaxserve.modeling.kv_cache import PagedKVCache, write_pages
 from jaxserve.modeling.quantization import Int8Projection, Quantization
-from jaxserve.modeling.rope import apply_rotary, inverse_frequencies
+from jaxserve.modeling.rope import RotaryAngles, apply_rotary, inverse_frequencies, rotary_angles
 
 
 def _param(
@@ -273,9 +273,9 @@ class Attention(nnx.Module):
         positions: jax.Array,
         layer_cache: tuple[jax.Array, jax.Array],
         block_tables: jax.Array,
-        inv_freq: jax.Array,
+        angles: RotaryAngles,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        """x: [B, T, D]; positions: [B, T]; row b's cache pages are block_tables[b]. Returns [B, T, D], cache."""
+        """x: [B, T, D]; positions: [B, T] (rotated by `angles`); row b's cache pages are block_tables[b]. Returns [B, T, D], cache."""
         cfg = self.cfg
         b, t, _ = x.shape
         q = _project(x, self.q_proj)
@@ -295,8 +295,8 @@ class Attention(nnx.Module):
         if cfg.qk_norm:
             q = self.q_norm(q)
             k = self.k_norm(k)
-        q = apply_rotary(q, positions, inv_freq)
-        k = apply_rotary(k, positions, inv_freq)
+        q = apply_rotary(q, angles)
+        k = apply_rotary(k, angles)
 
         layer_cache = write_pages(layer_cache, k, v, block_tables, positions)
         groups = cfg.num_heads // cfg.num_kv_heads
@@ -394,9 +394,9 @@ class DecoderLayer(nnx.Module):
         positions: jax.Array,
         layer_cache: tuple[jax.Array, jax.Array],
         block_tables: jax.Array,
-        inv_freq: jax.Array,
+        angles: RotaryAngles,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        attn_out, layer_cache = self.attn(self.input_norm(x), positions, layer_cache, block_tables, inv_freq)
+        attn_out, layer_cache = self.attn(self.input_norm(x), positions, layer_cache, block_tables, angles)
         if self.post_norms:
             x = x + self.post_attn_norm(attn_out)
             x = x + self.post_mlp_norm(self.mlp(self.pre_mlp_norm(x)))
@@ -478,10 +478,13 @@ class Decoder(nnx.Module):
             # Gemma: scaled by sqrt(D) rounded to the model dtype first, as its reference does.
             x = x * jnp.asarray(cfg.embedding_scale, embedding.dtype)
         new_layers = []
+        angles_by_rope: dict[object, RotaryAngles] = {}  # one per rotary configuration (Gemma 3 has two)
         for index, (layer, layer_cache) in enumerate(zip(self.layers, cache.layers, strict=True)):
-            # Trace-time constants: derived from the config, so not weights to load or shard.
-            inv_freq = jnp.asarray(inverse_frequencies(cfg.layer_rope(index), cfg.head_dim))
-            x, layer_cache = layer(x, positions, layer_cache, block_tables, inv_freq)
+            rope = cfg.layer_rope(index)
+            if rope not in angles_by_rope:
+                # Trace-time constants: derived from the config, so not weights to load or shard.
+                angles_by_rope[rope] = rotary_angles(positions, inverse_frequencies(rope, cfg.head_dim))
+            x, layer_cache = layer(x, positions, layer_cache, block_tables, angles_by_rope[rope])
             new_layers.append(layer_cache)
         return self.final_norm(x), PagedKVCache(layers=tuple(new_layers))
 
