@@ -1,10 +1,10 @@
 """Where a decode step's time goes: a `jax.profiler` trace of the runner's decode steps, summarised by op.
 
     cd benchmarks && ../.venv/bin/python profile_decode.py [--batch 1] [--steps 16] [--context 128]
-    cd benchmarks && ../.venv/bin/python profile_decode.py --prefill 128 [--steps 8]
+    cd benchmarks && ../.venv/bin/python profile_decode.py --prefill 128 [--batch 4] [--steps 8]
 
 Runs `--steps` decode steps of the same jitted step the server runs (prefilled KV cache, greedy), or with
-`--prefill N` prompt chunks of N tokens (each a fresh prompt in slot 0, from position 0), under
+`--prefill N` steps of `--batch` prompt chunks of N tokens (each a fresh prompt from position 0), under
 `jax.profiler.trace` with a Perfetto trace, then reads the trace back and prints:
   - the wall time per step, and how much of it XLA spent in ops (the rest is host work and dispatch);
   - the ops that took the most time, grouped by HLO op name without its numeric suffix
@@ -87,8 +87,13 @@ def main() -> None:
     def step(index: int) -> None:
         nonlocal tokens
         if args.prefill:
-            chunk = [(31 * (i + index) + 7) % model.config.vocab_size for i in range(args.prefill)]
-            runner.prefill_chunk(RowInput(chunk, 0, greedy, 0, index, 0, tables[0]))
+            chunks = [
+                [(31 * (i + index) + 7 * row) % model.config.vocab_size for i in range(args.prefill)]
+                for row in range(args.batch)
+            ]
+            runner.prefill_chunks(
+                [RowInput(chunk, 0, greedy, 0, index, row, tables[row]) for row, chunk in enumerate(chunks)]
+            )
             return
         position = args.context + index
         rows = [RowInput([t], position, greedy, 0, index, i, tables[i]) for i, t in enumerate(tokens)]
@@ -105,7 +110,9 @@ def main() -> None:
     step_ms = wall_s / args.steps * 1e3
     op_ms = op_us / args.steps / 1e3
     shape = (
-        f"prompt chunk of {args.prefill}" if args.prefill else f"batch {args.batch}, context {args.context}"
+        f"{args.batch} prompt chunk(s) of {args.prefill}"
+        if args.prefill
+        else f"batch {args.batch}, context {args.context}"
     )
     print(f"{shape}: {step_ms:.1f} ms per step (traced)")
     print(

@@ -112,3 +112,21 @@ def test_prompt_chunks_match_the_reference(window: int | None, softcap: float | 
         np.asarray(paged_attention(*args, logit_softcap=softcap, impl="native")),
         np.asarray(native_attention.paged_attention(*args, logit_softcap=softcap)),
     )
+
+
+@pytest.mark.parametrize("window", [None, 21])
+def test_long_prompt_chunks_in_query_blocks_match_the_reference(window: int | None) -> None:
+    """Chunks longer than the kernel's query block (16): a full chunk from position 0, one continuing a
+    cached prefix mid-page, one whose last block is part padding, at the default model's head sizes."""
+    tokens = 40
+    positions = [
+        list(range(tokens)),
+        list(range(23, 23 + tokens)),
+        list(range(50, 50 + 35)) + [PADDING] * 5,
+    ]
+    case = make_case(positions, pages_per_row=6, page_size=16, kv_heads=3, groups=3, head_dim=64, seed=11)
+    got = native(case, window)
+    np.testing.assert_allclose(
+        got[case.real], reference(case, window)[case.real], atol=TOLERANCE[jnp.float32]
+    )
+    np.testing.assert_array_equal(got[~case.real], 0.0)
