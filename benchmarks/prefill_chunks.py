@@ -9,7 +9,7 @@ plan feeds the prompt from position 0 into one sequence's pages, chunk by chunk,
 
 - "one chunk": as many tokens as the largest chunk size takes, padded up to a chunk size (the policy
   before chunk_for planned its chunks);
-- "planned" / "planned, no 512": `BucketConfig.chunk_for` with chunk sizes 32/128/512 and 32/128.
+- "planned" / "planned, no 512": `BucketConfig.chunk_for` with chunk sizes 16/32/128/512 and 16/32/128.
 
 Plans and chunk sizes are timed alternately (ABBA); medians are printed, nothing is asserted.
 """
@@ -29,7 +29,7 @@ from jaxserve.modeling.quantization import QUANTIZATION_CHOICES, resolve_quantiz
 from jaxserve.sampling.params import SamplingParams
 
 PARAMS = SamplingParams(temperature=0.0)
-ALL_SIZES = (32, 128, 512)
+ALL_SIZES = (16, 32, 128, 512)
 
 
 def cut(remaining: int, plan: str, buckets: dict[str, BucketConfig]) -> list[int]:

@@ -29,12 +29,16 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-CPU_PREFILL_CHUNK_SIZES = (32, 128)
-"""Prompt chunk sizes on XLA:CPU. Default model, 2-core AVX-512 CPU, float32, `benchmarks/prefill_chunks.py
---prompts 1024 2048 --rounds 3` (2026-11-27, 11:20 UTC), 1024 / 2048 prompt tokens in chunks of 512 vs
-128: 3553 / 10721 vs 3735 / 11189 ms. So a 512-token chunk saves ~5% on long prompts only, against 9 more
-step shapes to compile: not compiled. (An earlier run, 3547 / 11357
-vs 3277 / 9583 ms, had a 512-token step copy its stacked kernels on every call, since fixed.)"""
+CPU_PREFILL_CHUNK_SIZES = (16, 32, 128)
+"""Prompt chunk sizes on XLA:CPU. Default model, 2-core AVX-512 CPU, float32 (2026-11-27):
+
+- 16: the short rest of a prompt after its 128-token chunks (the 13 tokens of a 141-token prompt) padded to
+  32 took a step of four such chunks 246 ms, padded to 16 135 ms; one chunk from position 128, 16 / 32 / 128
+  tokens: 59.8 / 85.7 / 244.8 ms (`/tmp` ABBA timing). 12 more step shapes to compile at 64 sequences.
+- no 512: `benchmarks/prefill_chunks.py --prompts 1024 2048 --rounds 3` (11:20 UTC), 1024 / 2048 prompt
+  tokens in chunks of 512 vs 128: 3553 / 10721 vs 3735 / 11189 ms, ~5% on long prompts only, against 9
+  more step shapes. (An earlier run, 3547 / 11357 vs 3277 / 9583 ms, had a 512-token step copy its
+  stacked kernels on every call, since fixed.)"""
 
 ACCELERATOR_PREFILL_CHUNK_SIZES = (32, 128, 512)
 
@@ -67,12 +71,12 @@ class BucketConfig:
     CPU (in-process ABBA, 12 rounds, 2026-11-27), four 128-token chunks one at a time / as two pairs / in
     one step: float32 1053.7 / 906.6 / 904.7 ms, W8A8 458.5 / 402.3 / 344.5 ms; four 32-token chunks,
     float32: 352.0 / 272.2 / 245.1 ms."""
-    chunk_overhead_tokens: int = 13
+    chunk_overhead_tokens: int = 20
     """What one more prompt chunk costs beyond its padded tokens, in tokens' worth of step time; chunk_for
     plans a prompt's chunks to minimise the sum. Measured for the default model in float32 on a 2-core
-    AVX-512 CPU (2026-11-27): a 32-token chunk 99 ms and a 128-token one 309 ms in a `/tmp` timing, 105 and
-    335 ms in `benchmarks/prefill_chunks.py`: 2.2-2.4 ms per token plus 29 ms, 12-13 tokens' worth, per
-    chunk."""
+    AVX-512 CPU (2026-11-27, after the blocked attention kernel): one chunk from position 128 of 16 / 32 /
+    128 tokens took 59.8 / 85.7 / 244.8 ms (`/tmp` ABBA timing), 1.65 ms per token plus ~33 ms, 20 tokens'
+    worth, per chunk."""
 
     def __post_init__(self) -> None:
         if (

@@ -35,14 +35,18 @@ def _chunks(buckets: BucketConfig, remaining: int, budget: int | None = None) ->
     ],
 )
 def test_a_prompt_is_cut_into_chunks_with_little_padding(remaining: int, chunks: list[int]) -> None:
-    buckets = BucketConfig(max_num_seqs=8, max_model_len=2048, prefill_chunk_sizes=(32, 128, 512))
+    buckets = BucketConfig(
+        max_num_seqs=8, max_model_len=2048, prefill_chunk_sizes=(32, 128, 512), chunk_overhead_tokens=13
+    )
     assert _chunks(buckets, remaining) == chunks
     for chunk in chunks:
         assert buckets.step_shape(1, chunk, chunk)[1] in buckets.chunk_sizes
 
 
 def test_the_step_budget_caps_a_chunk() -> None:
-    buckets = BucketConfig(max_num_seqs=8, max_model_len=2048, prefill_chunk_sizes=(32, 128, 512))
+    buckets = BucketConfig(
+        max_num_seqs=8, max_model_len=2048, prefill_chunk_sizes=(32, 128, 512), chunk_overhead_tokens=13
+    )
     assert buckets.chunk_for(141, budget=100) == 100
     assert _chunks(buckets, 141, budget=64) == [64, 32, 32, 13]  # the 77 left: as 32 + 32 + 13
 
@@ -59,8 +63,9 @@ def test_cpu_compiles_no_512_token_chunk() -> None:
     assert 512 not in CPU_PREFILL_CHUNK_SIZES
     assert prefill_chunk_sizes_for("tpu") == ACCELERATOR_PREFILL_CHUNK_SIZES
     buckets = BucketConfig(max_num_seqs=8, max_model_len=2048, prefill_chunk_sizes=CPU_PREFILL_CHUNK_SIZES)
-    assert {tokens for _, tokens, _ in buckets.all_step_shapes()} == {1, 32, 128}
-    assert _chunks(buckets, 600) == [128, 128, 128, 128, 32, 32, 24]
+    assert {tokens for _, tokens, _ in buckets.all_step_shapes()} == {1, 16, 32, 128}
+    assert _chunks(buckets, 600) == [128, 128, 128, 128, 88]  # 88 in one chunk: 148 against 2 x 32 + 24's 156
+    assert _chunks(buckets, 141) == [128, 13]  # the 13 padded to 16
 
 
 def test_prompt_chunks_of_one_size_share_steps_without_padding_rows() -> None:
