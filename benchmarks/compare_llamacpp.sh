@@ -144,9 +144,10 @@ run_pair() {  # llama-precision jaxserve-name serve-args...
       fi
     done
     first=$([[ $first == llama ]] && echo jaxserve || echo llama)
-    # The next level's prompts follow this one's (a warm-up request and the level's), as in one run of
-    # the load generator over every level: no prompt is repeated, so no prefix cache holds one.
-    first_request=$(( first_request + 1 + ${REQUESTS:-$(( level * 2 > 8 ? level * 2 : 8 ))} ))
+    # The next level's prompts follow this one's, as in one run of the load generator over every level:
+    # no prompt is repeated, so no prefix cache holds one. The load generator records where it stopped.
+    first_request=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["next_request"])' \
+      "$OUT/llama-server-$precision-c$level.json")
   done
   kill "$LLAMA_PID"; kill -TERM "$JAX_PID"
   wait "$LLAMA_PID" "$JAX_PID" 2>/dev/null || true

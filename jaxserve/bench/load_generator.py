@@ -407,12 +407,19 @@ def format_markdown(summaries: list[LevelSummary]) -> str:
 
 
 def write_json(
-    path: str, config: LoadConfig, model: str, levels: list[tuple[LevelSummary, list[RequestResult]]]
+    path: str,
+    config: LoadConfig,
+    model: str,
+    levels: list[tuple[LevelSummary, list[RequestResult]]],
+    next_request: int,
 ) -> None:
-    """The config, every level's summary and every request's result, as JSON."""
+    """The config, every level's summary and every request's result, as JSON; `next_request` is the number
+    after the last request sent (warm-up included): where a later run starts (`--first-request`) so that
+    it repeats no prompt."""
     document = {
         "config": dataclasses.asdict(dataclasses.replace(config, api_key=None)),
         "model": model,
+        "next_request": next_request,
         "levels": [
             {"summary": dataclasses.asdict(summary), "requests": [dataclasses.asdict(r) for r in results]}
             for summary, results in levels
@@ -507,7 +514,7 @@ async def run(config: LoadConfig) -> list[tuple[LevelSummary, list[RequestResult
             print(format_level(summary) + "\n", flush=True)
     print(format_markdown([summary for summary, _ in levels]))
     if config.json_path:
-        write_json(config.json_path, config, model, levels)
+        write_json(config.json_path, config, model, levels, next_index)
         print(f"\nresults written to {config.json_path}")
     return levels
 

@@ -274,8 +274,8 @@ void AttendBlock(const Problem& p, const float* q, const float* keys, const floa
       for (int64_t t = 0; t < count; ++t) row[t] *= inverse;
     }
   }
-  // Weighted values, one query head at a time (its output stays in registers); the block's value rows stay
-  // in cache between query heads.
+  // Weighted values, two query heads at a time (their outputs stay in registers); the block's value rows
+  // stay in cache between query heads.
   for (int64_t i = 0; i < nq; ++i) {
     for (int64_t start = first[i]; start <= last[i];) {  // a page segment at a time
       const int64_t len = std::min(PS - start % PS, last[i] - start + 1);
