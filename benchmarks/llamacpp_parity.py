@@ -18,9 +18,11 @@ import argparse
 import json
 import socket
 import subprocess
-import time
+import tempfile
 import urllib.request
 from pathlib import Path
+
+from jaxserve.bench.command import wait_healthy
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "goldens" / "smollm2_gguf.json"
 
@@ -37,20 +39,6 @@ def post(url: str, body: dict[str, object]) -> dict[str, object]:
         return json.loads(response.read())  # type: ignore[no-any-return]
 
 
-def wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
-    for _ in range(600):
-        if server.poll() is not None:
-            raise SystemExit(f"llama-server exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit("llama-server did not become healthy")
-
-
 def first_divergence(ours: list[int], expected: list[int]) -> int | None:
     return next((i for i, (a, b) in enumerate(zip(ours, expected, strict=True)) if a != b), None)
 
@@ -58,10 +46,12 @@ def first_divergence(ours: list[int], expected: list[int]) -> int | None:
 def continuations(server_path: str, model: str, cases: list[dict[str, object]]) -> list[list[int]]:
     port = free_port()
     command = [server_path, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-c", "2048", "-np", "1"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log_path = Path(tempfile.mkdtemp(prefix="llamacpp-parity-")) / "llama-server.log"
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, server)
+        wait_healthy(url, server, log_path)
         out = []
         for case in cases:
             expected = case["greedy_continuation"]

@@ -199,7 +199,7 @@ def started_server(
     started = time.perf_counter()
     base_url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(base_url, proc, log_path)
+        wait_healthy(base_url, proc, log_path)
         yield StartedServer(base_url, time.perf_counter() - started, log_path)
     finally:
         if proc.poll() is None:
@@ -210,7 +210,8 @@ def started_server(
                 proc.kill()
 
 
-def _wait_healthy(base_url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+def wait_healthy(base_url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait until the server `proc` (writing its log to `log_path`) answers /health; exit if it dies."""
     deadline = time.perf_counter() + STARTUP_TIMEOUT_S
     while time.perf_counter() < deadline:
         if proc.poll() is not None:

@@ -247,10 +247,9 @@ class ModelRunner:
     def warm_up(self) -> None:
         """Compile (or load) every bucketed shape, and the slot initialiser, so serving never compiles.
 
-        When every shape is in the executable store, only those a short conversation needs (each chunk
-        size's narrowest block table, one prompt chunk at a time) load before this returns; the rest load
-        on background threads while the server runs, and a step that needs one of them first waits for its
-        load, never compiles.
+        When every shape is in the executable store, only those a few short conversations need
+        (`BucketConfig.loaded_up_front`) load before this returns; the rest load on background threads
+        while the server runs, and a step that needs one of them first waits for its load, never compiles.
         """
         start = time.perf_counter()
         # Every process runs this first call itself (no announcement): followers warm up too.
@@ -258,8 +257,7 @@ class ModelRunner:
         shapes = [s for s in self.buckets.all_step_shapes() if s not in self._compiled]
         later: list[tuple[int, int, int]] = []
         if self._store is not None and all(self._store.has(shape) for shape in shapes):
-            # Up front: every decode batch size and one-row prompt chunk over the narrowest table.
-            later = [s for s in shapes if s[2] != self.buckets.pages_for(s[1]) or (s[1] > 1 and s[0] > 1)]
+            later = [s for s in shapes if not self.buckets.loaded_up_front(s)]
             shapes = [s for s in shapes if s not in later]
         # XLA compiles (and loads) with the GIL released: a thread per core cut a cold warm-up by ~27% on
         # 2 cores.

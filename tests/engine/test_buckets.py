@@ -102,3 +102,11 @@ def test_prompt_chunk_rows_are_capped_by_the_option_the_slots_and_the_budget() -
     assert accelerator.prefill_batch_sizes(32) == (1, 2, 4, 8)
     with pytest.raises(ValueError):
         BucketConfig(max_num_seqs=8, max_model_len=2048, max_prefill_rows=0)
+
+
+def test_a_warm_start_loads_what_a_few_short_conversations_need_first() -> None:
+    buckets = BucketConfig(max_num_seqs=64, max_model_len=2048, prefill_chunk_sizes=CPU_PREFILL_CHUNK_SIZES)
+    first = [shape for shape in buckets.all_step_shapes() if buckets.loaded_up_front(shape)]
+    narrowest = buckets.page_counts[0]
+    decode = [(rows, 1, narrowest) for rows in (1, 2, 4, 8)]  # not 16, 32, 64
+    assert sorted(first) == sorted(decode + [(1, tokens, narrowest) for tokens in (16, 32, 128)])

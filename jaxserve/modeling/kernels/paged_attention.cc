@@ -41,12 +41,23 @@ void PrefetchFloats(const float* start, int64_t count) {
   for (int64_t line = 0; line < count * int64_t{sizeof(float)}; line += 64) __builtin_prefetch(bytes + line);
 }
 
-// Gemma 2's logit soft cap, cap * tanh(score / cap), over a row of scores; none when cap <= 0. A pass of its
-// own: inside the scoring loops GCC computed the tanh of every score, capped or not.
-void SoftCap(float cap, float* scores, int64_t count) {
-  if (cap <= 0.0f) return;
+// A row of scores becomes its softmax, after Gemma 2's logit soft cap, cap * tanh(score / cap), when
+// cap > 0. The cap is a pass of its own: inside the scoring loops GCC computed the tanh of every score,
+// capped or not.
+void Softmax(float cap, float* row, int64_t count) {
+  if (cap > 0.0f) {
 #pragma omp simd
-  for (int64_t t = 0; t < count; ++t) scores[t] = std::tanh(scores[t] / cap) * cap;
+    for (int64_t t = 0; t < count; ++t) row[t] = std::tanh(row[t] / cap) * cap;
+  }
+  const float top = *std::max_element(row, row + count);
+#pragma omp simd
+  for (int64_t t = 0; t < count; ++t) row[t] = expf(row[t] - top);
+  float total = 0.0f;
+#pragma omp simd reduction(+ : total)
+  for (int64_t t = 0; t < count; ++t) total += row[t];
+  const float inverse = 1.0f / total;
+#pragma omp simd
+  for (int64_t t = 0; t < count; ++t) row[t] *= inverse;
 }
 
 // Attention of one query token's K * G heads q [K, G, H] into out [K, G, H]. `scratch` holds the scores.
@@ -83,19 +94,7 @@ void AttendQuery(const Problem& p, const float* q, const float* keys, const floa
       scores[head * n + t] = dot * p.scale;
     }
   }
-  for (int64_t head = 0; head < heads; ++head) {
-    float* row = scores + head * n;
-    SoftCap(p.softcap, row, n);
-    const float top = *std::max_element(row, row + n);
-#pragma omp simd
-    for (int64_t t = 0; t < n; ++t) row[t] = expf(row[t] - top);
-    float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-    for (int64_t t = 0; t < n; ++t) total += row[t];
-    const float inverse = 1.0f / total;
-#pragma omp simd
-    for (int64_t t = 0; t < n; ++t) row[t] *= inverse;
-  }
+  for (int64_t head = 0; head < heads; ++head) Softmax(p.softcap, scores + head * n, n);
   for (int64_t t = 0; t < n; ++t) {
     const float* value = values + position_offset(first + t);
     if (t + PREFETCH_AHEAD < n) PrefetchFloats(values + position_offset(first + t + PREFETCH_AHEAD), stride);
@@ -259,20 +258,8 @@ void AttendBlock(const Problem& p, const float* q, const float* keys, const floa
   // Softmax of each query head over its own positions.
   for (int64_t i = 0; i < nq; ++i) {
     if (last[i] < first[i]) continue;
-    const int64_t count = last[i] - first[i] + 1;
-    for (int64_t g = 0; g < G; ++g) {
-      float* row = s.scores.data() + (i * G + g) * n + (first[i] - lo);
-      SoftCap(p.softcap, row, count);
-      const float top = *std::max_element(row, row + count);
-#pragma omp simd
-      for (int64_t t = 0; t < count; ++t) row[t] = expf(row[t] - top);
-      float total = 0.0f;
-#pragma omp simd reduction(+ : total)
-      for (int64_t t = 0; t < count; ++t) total += row[t];
-      const float inverse = 1.0f / total;
-#pragma omp simd
-      for (int64_t t = 0; t < count; ++t) row[t] *= inverse;
-    }
+    for (int64_t g = 0; g < G; ++g)
+      Softmax(p.softcap, s.scores.data() + (i * G + g) * n + (first[i] - lo), last[i] - first[i] + 1);
   }
   // Weighted values, two query heads at a time (their outputs stay in registers); the block's value rows
   // stay in cache between query heads.
