@@ -41,6 +41,13 @@ void PrefetchFloats(const float* start, int64_t count) {
   for (int64_t line = 0; line < count * int64_t{sizeof(float)}; line += 64) __builtin_prefetch(bytes + line);
 }
 
+// Where a row's cached `position` starts in the page pool, in floats, through the row's block table.
+// Clamped like an XLA gather, so a bad table entry can never read outside the pool.
+int64_t PositionOffset(const Problem& p, const int32_t* table, int64_t position) {
+  const int64_t page = std::clamp<int64_t>(table[position / p.page_size], 0, p.num_pages - 1);
+  return (page * p.page_size + position % p.page_size) * p.kv_heads * p.head_dim;
+}
+
 // A row of scores becomes its softmax, after Gemma 2's logit soft cap, cap * tanh(score / cap), when
 // cap > 0. The cap is a pass of its own: inside the scoring loops GCC computed the tanh of every score,
 // capped or not.
@@ -72,11 +79,7 @@ void AttendQuery(const Problem& p, const float* q, const float* keys, const floa
   const int64_t n = pos - first + 1;
   if (static_cast<int64_t>(scratch.size()) < heads * n) scratch.resize(heads * n);
   float* scores = scratch.data();
-  auto position_offset = [&](int64_t position) {
-    // Clamped like an XLA gather, so a bad table entry can never read outside the pool.
-    const int64_t page = std::clamp<int64_t>(table[position / PS], 0, p.num_pages - 1);
-    return (page * PS + position % PS) * stride;
-  };
+  auto position_offset = [&](int64_t position) { return PositionOffset(p, table, position); };
   // A row's pages lie anywhere in the pool, so the hardware prefetcher loses the stream at each page;
   // asking for the position PREFETCH_AHEAD steps on keeps it fed (36 vs 47 and 43 vs 51 ms for 30 layers at
   // batch 64 with 150-210 positions per row, two /tmp ABBA runs; 4 steps ahead measured alike).
@@ -112,6 +115,15 @@ void AttendQuery(const Problem& p, const float* q, const float* keys, const floa
 // transposed once into [H, page_size] and scored against every query head of the block with FMAs along
 // the positions, where one query at a time needs a horizontal sum per (query, head, position).
 constexpr int64_t QUERY_BLOCK = 16;
+
+// One call's inputs, shared by both ways of splitting it into work items.
+struct Call {
+  Problem problem;
+  const float *q, *keys, *values;
+  const int32_t *tables, *positions;  // [B, P], [B, T]
+  float* out;
+  int64_t rows, tokens_per_row;  // B, T
+};
 
 struct BlockScratch {
   std::vector<float> scores;      // [block queries * G, n]
@@ -217,11 +229,7 @@ void AttendBlock(const Problem& p, const float* q, const float* keys, const floa
   if (static_cast<int64_t>(s.heads.size()) < nq * G) s.heads.resize(nq * G);
   float* kt = s.keys_t.data();
   float* sums = s.page_scores.data();
-  auto position_offset = [&](int64_t position) {
-    // Clamped like an XLA gather, so a bad table entry can never read outside the pool.
-    const int64_t page = std::clamp<int64_t>(table[position / PS], 0, p.num_pages - 1);
-    return (page * PS + position % PS) * stride + kv_head * H;
-  };
+  auto position_offset = [&](int64_t position) { return PositionOffset(p, table, position) + kv_head * H; };
 
   // Scores, one page segment at a time: positions start .. start+len-1 share a page.
   for (int64_t start = lo; start <= hi;) {
@@ -292,25 +300,29 @@ void AttendBlock(const Problem& p, const float* q, const float* keys, const floa
 
 // Blocks of (row, KV head, query block), the costliest (latest) query blocks of a row first.
 struct Blocks {
-  Problem problem;
-  const float *q, *keys, *values;
-  const int32_t *tables, *positions;
-  float* out;
-  int64_t count, tokens_per_row, blocks_per_row;
+  explicit Blocks(const Call& c)
+      : call(c),
+        blocks_per_row((c.tokens_per_row + QUERY_BLOCK - 1) / QUERY_BLOCK),
+        count(c.rows * c.problem.kv_heads * blocks_per_row) {}
+
+  const Call call;
+  const int64_t blocks_per_row, count;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> finished{0};
 
   void Work() {
     thread_local BlockScratch scratch;
-    const int64_t K = problem.kv_heads;
-    const int64_t row_floats = tokens_per_row * K * problem.groups * problem.head_dim;
+    const Problem& problem = call.problem;
+    const int64_t K = problem.kv_heads, T = call.tokens_per_row;
+    const int64_t row_floats = T * K * problem.groups * problem.head_dim;
     for (int64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
       const int64_t row = i / (K * blocks_per_row);
       const int64_t kv_head = (i / blocks_per_row) % K;
       const int64_t block = blocks_per_row - 1 - i % blocks_per_row;
-      const int64_t t0 = block * QUERY_BLOCK, t1 = std::min(t0 + QUERY_BLOCK, tokens_per_row);
-      AttendBlock(problem, q + row * row_floats, keys, values, tables + row * problem.table_pages,
-                  positions + row * tokens_per_row, kv_head, t0, t1, out + row * row_floats, scratch);
+      const int64_t t0 = block * QUERY_BLOCK, t1 = std::min(t0 + QUERY_BLOCK, T);
+      AttendBlock(problem, call.q + row * row_floats, call.keys, call.values,
+                  call.tables + row * problem.table_pages, call.positions + row * T, kv_head, t0, t1,
+                  call.out + row * row_floats, scratch);
       finished.fetch_add(1, std::memory_order_release);
     }
   }
@@ -318,21 +330,21 @@ struct Blocks {
 
 // Decode steps: query tokens are handed out one at a time from a shared counter (see work_queue.h).
 struct Queries {
-  Problem problem;
-  const float *q, *keys, *values;
-  const int32_t *tables, *positions;
-  float* out;
-  int64_t count, tokens_per_row;
+  explicit Queries(const Call& c) : call(c), count(c.rows * c.tokens_per_row) {}
+
+  const Call call;
+  const int64_t count;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> finished{0};
 
   void Work() {
     thread_local std::vector<float> scratch;
+    const Problem& problem = call.problem;
     const int64_t query_floats = problem.kv_heads * problem.groups * problem.head_dim;
     for (int64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
-      const int32_t* table = tables + (i / tokens_per_row) * problem.table_pages;
-      AttendQuery(problem, q + i * query_floats, keys, values, table, positions[i], out + i * query_floats,
-                  scratch);
+      const int32_t* table = call.tables + (i / call.tokens_per_row) * problem.table_pages;
+      AttendQuery(problem, call.q + i * query_floats, call.keys, call.values, table, call.positions[i],
+                  call.out + i * query_floats, scratch);
       finished.fetch_add(1, std::memory_order_release);
     }
   }
@@ -353,33 +365,22 @@ ffi::Error PagedAttention(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Bu
         "paged attention takes q [B, T, K, G, H], keys and values [pages, page_size, K, H], tables [B, P] "
         "and positions [B, T]");
   }
-  const Problem problem{qd[2], qd[3], qd[4], cd[0], cd[1], td[1], scale, softcap, window};
-  if (qd[1] > 1) {
-    auto blocks = std::make_shared<Blocks>();
-    blocks->problem = problem;
-    blocks->q = q.typed_data();
-    blocks->keys = keys.typed_data();
-    blocks->values = values.typed_data();
-    blocks->tables = tables.typed_data();
-    blocks->positions = positions.typed_data();
-    blocks->out = out->typed_data();
-    blocks->tokens_per_row = qd[1];
-    blocks->blocks_per_row = (qd[1] + QUERY_BLOCK - 1) / QUERY_BLOCK;
-    blocks->count = qd[0] * qd[2] * blocks->blocks_per_row;
+  const Call call{Problem{qd[2], qd[3], qd[4], cd[0], cd[1], td[1], scale, softcap, window},
+                  q.typed_data(),
+                  keys.typed_data(),
+                  values.typed_data(),
+                  tables.typed_data(),
+                  positions.typed_data(),
+                  out->typed_data(),
+                  qd[0],
+                  qd[1]};
+  if (call.tokens_per_row > 1) {
+    auto blocks = std::make_shared<Blocks>(call);
     jaxserve::RunOnPool(pool, blocks, blocks->count);
-    return ffi::Error::Success();
+  } else {
+    auto queries = std::make_shared<Queries>(call);
+    jaxserve::RunOnPool(pool, queries, queries->count);
   }
-  auto queries = std::make_shared<Queries>();
-  queries->problem = problem;
-  queries->q = q.typed_data();
-  queries->keys = keys.typed_data();
-  queries->values = values.typed_data();
-  queries->tables = tables.typed_data();
-  queries->positions = positions.typed_data();
-  queries->out = out->typed_data();
-  queries->count = qd[0] * qd[1];
-  queries->tokens_per_row = qd[1];
-  jaxserve::RunOnPool(pool, queries, queries->count);
   return ffi::Error::Success();
 }
 
