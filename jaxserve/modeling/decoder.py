@@ -115,9 +115,9 @@ def feature_major_matmul(x: jax.Array, kernel: jax.Array, out_dtype: jnp.dtype |
     dot libraries stream the big operand fastest when it is the dot's left side and the activations are a
     contiguous [in, rows] right side. A 30-layer stack of SmolLM2 MLP projections took 13.7 instead of
     19.5 ms at 4 rows, 21.7 instead of 29.8 at 16 and 47 instead of 52 at 64 this way, against x @ an
-    [in, out] kernel (YNNPACK dots; a draft of `benchmarks/matmul_orientation.py`). The optimization barriers make both transposes real copies
-    (small: rows x width): without them XLA folds them into the dot's dimension numbers and picks the slow
-    kernel again (62 ms at 4 rows).
+    [in, out] kernel (YNNPACK dots; a draft of `benchmarks/matmul_orientation.py`). The optimization
+    barriers make both transposes real copies (small: rows x width): without them XLA folds them into the
+    dot's dimension numbers and picks the slow kernel again (62 ms at 4 rows).
     Above the limit the copies cost more than the layout gains, and x @ kernelᵀ is as fast as row-major
     kernels. Runner prompt chunks (`benchmarks/dot_backends.py`), row-major vs this: 512 tokens 1397.8 vs
     1636.5 ms with kernel @ xᵀ, 1218.8 vs 1210.6 with x @ kernelᵀ; 128 tokens 313.8 vs 303.7 with
@@ -275,7 +275,8 @@ class Attention(nnx.Module):
         block_tables: jax.Array,
         angles: RotaryAngles,
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        """x: [B, T, D]; positions: [B, T] (rotated by `angles`); row b's cache pages are block_tables[b]. Returns [B, T, D], cache."""
+        """x: [B, T, D]; positions: [B, T] (rotated by `angles`); row b's cache pages are block_tables[b].
+        Returns [B, T, D], cache."""
         cfg = self.cfg
         b, t, _ = x.shape
         q = _project(x, self.q_proj)

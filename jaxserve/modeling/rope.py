@@ -41,7 +41,7 @@ def _llama3_scaled(inv_freq: np.ndarray, rope: RopeConfig) -> np.ndarray:
 @jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class RotaryAngles:
-    """cos and sin of every fed position's rotation angles, [B, T, 1, H/2] each (the 1 broadcasts over heads)."""
+    """cos and sin of every fed position's rotation angles, [B, T, 1, H/2] each (1: broadcast over heads)."""
 
     cos: jax.Array
     sin: jax.Array
