@@ -16,21 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import tempfile
 import urllib.request
 from pathlib import Path
 
-from jaxserve.bench.command import wait_healthy
+from jaxserve.bench.command import free_port, wait_healthy
 
 GOLDEN = Path(__file__).resolve().parent.parent / "tests" / "goldens" / "smollm2_gguf.json"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def post(url: str, body: dict[str, object]) -> dict[str, object]:

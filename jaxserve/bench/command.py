@@ -178,14 +178,19 @@ def scrape_compilations(base_url: str, api_key: str | None) -> Compilations | No
     return Compilations(values[COMPILATIONS_METRIC], values.get(COMPILE_SECONDS_METRIC, 0.0))
 
 
+def free_port() -> int:
+    """A local TCP port nothing listens on now (the OS's pick)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @contextmanager
 def started_server(
     model: str | None, serve_args: Sequence[str], api_key: str | None
 ) -> Iterator[StartedServer]:
     """`jaxserve serve` on a free local port, healthy; stopped with SIGTERM afterwards."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = free_port()
     command = [sys.executable, "-m", "jaxserve.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--model", model] if model else []
     command += list(serve_args)

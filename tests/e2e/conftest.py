@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from jaxserve.bench.command import free_port
 
 STARTUP_TIMEOUT_SECONDS = 300
 API_KEY = "test-key-e2e"
@@ -26,12 +27,6 @@ class RunningServer:
     api_key: str
     log_path: Path
     pid: int
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:

@@ -11,6 +11,7 @@ import aiohttp
 import jax
 import pytest
 
+from jaxserve.bench.command import free_port
 from jaxserve.engine.core import RunnerCall
 from jaxserve.engine.outputs import RequestOutput
 from jaxserve.engine.runner import ModelRunner
@@ -20,7 +21,6 @@ from jaxserve.http.app import build_app
 from jaxserve.modeling.kv_cache import PagedKVCache
 from jaxserve.sampling.params import SamplingParams
 from jaxserve.server import ServerOptions, _serve
-from tests.e2e.conftest import free_port
 from tests.engine.conftest import EngineFactory, collect, pool_back_to_full, prompt_ids, run
 
 LONG = SamplingParams(temperature=0.0, max_tokens=40, ignore_eos=True)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import free_port, wait_healthy
+from jaxserve.bench.command import free_port
+from tests.e2e.conftest import wait_healthy
 from tests.engine.conftest import prompt_ids
 from tests.modeling.tiny_checkpoints import write_sentencepiece_tokenizer, write_tiny_checkpoint
 
